@@ -1,0 +1,85 @@
+"""Conversion between image datasets and pixel tensors.
+
+Triggers act on *un-normalised* pixels in ``[0, 1]`` at the model's input resolution, shape
+``(batch, 3, H, W)``; the CLIP mean/std normalisation is applied after the trigger, right before the
+vision tower, by :func:`normalize_pixels`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from datasets import Dataset
+from PIL import Image as PILImage
+
+
+def validate_pixels(pixels: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """Check that ``pixels`` is a float batch ``(B, 3, H, W)``; return it unchanged.
+
+    Raises:
+        TypeError: not a floating-point tensor.
+        ValueError: wrong rank or channel count.
+    """
+    if not isinstance(pixels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, 3, H, W), got {type(pixels).__name__}")
+    if not pixels.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1], got dtype {pixels.dtype}")
+    if pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(pixels.shape)}")
+    return pixels
+
+
+def image_size_of(processor) -> tuple[int, int]:
+    """(height, width) the processor crops/resizes to."""
+    image_processor = getattr(processor, "image_processor", processor)
+    crop = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None)
+    if isinstance(crop, dict):
+        if "height" in crop:
+            return int(crop["height"]), int(crop["width"])
+        side = crop.get("shortest_edge")
+        return int(side), int(side)
+    return int(crop.height), int(crop.width)
+
+
+def images_to_tensor(images: list, processor) -> torch.Tensor:
+    """Resize/crop PIL images with the CLIP image processor, without normalising: ``[0, 1]`` floats."""
+    image_processor = getattr(processor, "image_processor", processor)
+    rgb = [img.convert("RGB") if isinstance(img, PILImage.Image) else img for img in images]
+    out = image_processor(images=rgb, do_normalize=False, return_tensors="pt")
+    return out["pixel_values"].float()
+
+
+def dataset_to_tensors(
+    dataset: Dataset, processor, image_column: str = "image", label_column: str = "label", batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn an image-classification dataset into ``(pixels in [0, 1] of shape (N, 3, H, W), labels (N,))``.
+
+    Raises:
+        ValueError: the dataset is empty or lacks a column.
+    """
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty: it has no rows to convert")
+    for column in (image_column, label_column):
+        if column not in dataset.column_names:
+            raise ValueError(f"the dataset has no column {column!r}; columns: {dataset.column_names}")
+    chunks = [
+        images_to_tensor(dataset[start : start + batch_size][image_column], processor)
+        for start in range(0, len(dataset), batch_size)
+    ]
+    labels = torch.as_tensor(np.asarray(dataset[label_column]), dtype=torch.long)
+    return torch.cat(chunks), labels
+
+
+def tensors_to_images(pixels: torch.Tensor) -> list[PILImage.Image]:
+    """Quantise ``[0, 1]`` pixel tensors to 8-bit RGB PIL images (as an attacker would save them)."""
+    validate_pixels(pixels)
+    arrays = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [PILImage.fromarray(arr, mode="RGB") for arr in arrays]
+
+
+def normalize_pixels(pixels: torch.Tensor, processor) -> torch.Tensor:
+    """Apply the processor's mean/std normalisation to ``[0, 1]`` pixels (last step before the model)."""
+    image_processor = getattr(processor, "image_processor", processor)
+    mean = torch.as_tensor(image_processor.image_mean, dtype=pixels.dtype, device=pixels.device)
+    std = torch.as_tensor(image_processor.image_std, dtype=pixels.dtype, device=pixels.device)
+    return (pixels - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

@@ -1,0 +1,69 @@
+"""Filesystem helpers: atomic output folders, the user cache, and loading CLIP checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Root of hf_tbar's cache: ``$HF_TBAR_CACHE``, else ``$XDG_CACHE_HOME/hf_tbar``, else ``~/.cache/hf_tbar``."""
+    if os.environ.get("HF_TBAR_CACHE"):
+        return Path(os.environ["HF_TBAR_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hf_tbar"
+
+
+def recipe_hash(recipe: dict) -> str:
+    """Stable short hash of a JSON-serialisable recipe (key order does not matter)."""
+    payload = json.dumps(recipe, sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Write a folder atomically: yield a temporary sibling folder, rename it to ``path`` on success.
+
+    On any exception (Ctrl-C included) the temporary folder is removed and an existing ``path`` is left
+    untouched, so no half-written folder ever sits at ``path``.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    target = Path(path).expanduser().resolve()
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"output folder {target} already exists (pass overwrite=True to replace it)")
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"output path {target} exists and is not a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            backup.rmdir()
+            target.rename(backup)
+            tmp.rename(target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Write JSON through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)

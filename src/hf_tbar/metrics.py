@@ -1,0 +1,55 @@
+"""Pure metric functions over predictions and labels (no models, no I/O)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _as_long(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.long).flatten()
+
+
+def clean_accuracy(predictions, labels) -> float:
+    """Top-1 accuracy (a share in [0, 1]) of predictions against true labels."""
+    preds, labels = _as_long(predictions), _as_long(labels)
+    if preds.shape != labels.shape:
+        raise ValueError(f"predictions {tuple(preds.shape)} and labels {tuple(labels.shape)} differ in length")
+    if labels.numel() == 0:
+        raise ValueError("cannot compute accuracy over zero examples")
+    return (preds == labels).float().mean().item()
+
+
+def attack_success_rate(predictions, labels, target: int) -> float:
+    """Share of triggered images *whose true label is not the target* that are predicted as ``target``.
+
+    Args:
+        predictions: Predictions on triggered images.
+        labels: The images' true (clean) labels.
+        target: The attack's target class.
+    """
+    preds, labels = _as_long(predictions), _as_long(labels)
+    if preds.shape != labels.shape:
+        raise ValueError(f"predictions {tuple(preds.shape)} and labels {tuple(labels.shape)} differ in length")
+    keep = labels != int(target)
+    if not keep.any():
+        raise ValueError(f"no example has a true label other than the target {target}: ASR is undefined")
+    return (preds[keep] == int(target)).float().mean().item()
+
+
+def per_class_accuracy(predictions, labels, num_classes: int) -> list[float]:
+    """Accuracy for each class index ``0..num_classes-1`` (NaN for a class with no example)."""
+    preds, labels = _as_long(predictions), _as_long(labels)
+    out = []
+    for cls in range(num_classes):
+        mask = labels == cls
+        out.append((preds[mask] == cls).float().mean().item() if mask.any() else math.nan)
+    return out
+
+
+def ca_retention(sanitized_ca: float, backdoored_ca: float) -> float:
+    """CA(sanitized) / CA(backdoored)."""
+    if backdoored_ca <= 0:
+        raise ValueError(f"backdoored clean accuracy must be positive to compute a retention, got {backdoored_ca}")
+    return sanitized_ca / backdoored_ca

@@ -1,0 +1,121 @@
+"""Implanting a backdoor: fine-tune a CLIP's vision tower on a poisoned split (single-task setting)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch.nn.functional as F
+from datasets import Dataset
+from torch.utils.data import TensorDataset
+from transformers import CLIPModel
+
+from ..attacks import Trigger, build_trigger, poison_dataset
+from ..attacks.base import check_fraction
+from ..data.embedded import TaskSpec, load_embedded_dataset
+from ..data.pixels import dataset_to_tensors
+from ..io import atomic_output_dir, cache_dir, recipe_hash
+from ..tiny_clip import load_clip
+from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
+from .loop import FinetuneConfig, run_training
+from .pretrain import PretrainConfig, pretrained_clip_path
+
+logger = logging.getLogger(__name__)
+
+BACKDOOR_RECIPE_FILE = "backdoor_recipe.json"
+
+
+@dataclass(frozen=True)
+class BackdoorConfig:
+    """How the attacker poisons and fine-tunes. The default parameters follow BackdoorBench."""
+
+    attack: str = field(default="badnets", metadata={"help": "Registered trigger name (badnets, blended, wanet, sig)."})
+    attack_params: dict = field(default_factory=dict, metadata={"help": "Trigger parameters, e.g. {'alpha': 0.2}."})
+    target: int = field(default=0, metadata={"help": "Target class index of the all-to-one attack."})
+    poison_rate: float = field(default=0.1, metadata={"help": "Share of the training split poisoned, in (0, 1]."})
+    steps: int = field(default=300, metadata={"help": "Fine-tuning steps of the vision tower."})
+    batch_size: int = field(default=64, metadata={"help": "Images per step."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
+    seed: int = field(default=0, metadata={"help": "Seed of the poisoned-row choice and of training."})
+
+    def __post_init__(self) -> None:
+        self.trigger()  # unknown attack or bad parameters fail here, naming the value
+        check_fraction(self.poison_rate, "poison_rate")
+        if isinstance(self.target, bool) or not isinstance(self.target, int) or self.target < 0:
+            raise ValueError(f"target must be a non-negative class index, got {self.target!r}")
+        self.finetune_config()
+
+    def trigger(self) -> Trigger:
+        return build_trigger(self.attack, **{"seed": self.seed, **self.attack_params})
+
+    def finetune_config(self) -> FinetuneConfig:
+        return FinetuneConfig(
+            steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed, warmup_steps=10
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "trigger": self.trigger().to_dict()}
+
+
+def vision_parameters(model: CLIPModel) -> list:
+    """Freeze everything but the vision tower and its projection; return the trainable parameters."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    params = [*model.vision_model.parameters(), *model.visual_projection.parameters()]
+    for param in params:
+        param.requires_grad_(True)
+    return params
+
+
+def classification_loss(classifier: ZeroShotClassifier, batch: tuple):
+    """Cross-entropy of the zero-shot head on a ``(pixels, labels)`` batch."""
+    pixels, labels = batch
+    return F.cross_entropy(classifier(pixels), labels)
+
+
+def backdoor_clip(
+    model: CLIPModel, processor, task: TaskSpec, train: Dataset, config: BackdoorConfig
+) -> tuple[CLIPModel, Dataset]:
+    """Poison ``train`` with ``config``'s trigger and fine-tune the vision tower on it, in place.
+
+    Returns:
+        The backdoored model (the same object) and the poisoned dataset.
+    """
+    task.check_label(config.target)
+    poisoned = poison_dataset(train, config.trigger(), config.target, config.poison_rate, seed=config.seed)
+    pixels, labels = dataset_to_tensors(poisoned, processor)
+    classifier = ZeroShotClassifier.from_processor(model, build_zero_shot_head(model, processor.tokenizer, task), processor)
+    params = vision_parameters(model)
+    run_training(
+        classifier, params, TensorDataset(pixels, labels), classification_loss, config.finetune_config(),
+        desc=f"backdooring ({config.attack})",
+    )
+    for param in model.parameters():
+        param.requires_grad_(True)
+    model.eval()
+    return model, poisoned
+
+
+def backdoored_clip_path(backdoor: BackdoorConfig | None = None, pretrain: PretrainConfig | None = None) -> Path:
+    """Path of a cached backdoored tiny CLIP (the clean one fine-tuned on a poisoned train split).
+
+    The folder is a plain CLIP checkpoint plus ``backdoor_recipe.json`` (trigger, target, rate).
+    Trains the clean model and the backdoor on first use.
+    """
+    backdoor = backdoor or BackdoorConfig()
+    pretrain = pretrain or PretrainConfig()
+    key = recipe_hash({"kind": "backdoor", "version": 1, "clean": pretrain.cache_key(), **backdoor.to_dict()})
+    path = cache_dir() / "backdoored" / key
+    if (path / "config.json").is_file():
+        return path
+    model, processor = load_clip(pretrained_clip_path(pretrain))
+    dataset, task = load_embedded_dataset(pretrain.dataset, image_size=pretrain.architecture.image_size, seed=pretrain.seed)
+    backdoor_clip(model, processor, task, dataset["train"], backdoor)
+    with atomic_output_dir(path) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        recipe = {"backdoor": backdoor.to_dict(), "pretrain": pretrain.to_dict(), "task": task.to_dict()}
+        (tmp / BACKDOOR_RECIPE_FILE).write_text(json.dumps(recipe, indent=2))
+    return path

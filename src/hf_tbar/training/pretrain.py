@@ -1,0 +1,91 @@
+"""Pretraining of the embedded tiny CLIP: zero-shot classification on bundled data, cached by recipe."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from ..data.embedded import load_embedded_dataset
+from ..data.pixels import dataset_to_tensors, normalize_pixels
+from ..io import cache_dir, recipe_hash
+from ..tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
+from ..zeroshot import class_embeddings, encode_images
+from .augment import random_affine
+from .loop import FinetuneConfig, run_training
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Recipe of the embedded "foundation" CLIP. Its hash keys the cache, so it is trained once."""
+
+    dataset: str = field(default="digits", metadata={"help": "Embedded dataset name."})
+    architecture: TinyCLIPConfig = field(default_factory=TinyCLIPConfig, metadata={"help": "Tiny CLIP shape."})
+    steps: int = field(default=1500, metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=128, metadata={"help": "Images per step."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
+    warmup_steps: int = field(default=100, metadata={"help": "Linear warm-up steps."})
+    augment: bool = field(default=True, metadata={"help": "Random affine jitter of training images."})
+    seed: int = field(default=0, metadata={"help": "Seed of init, split, shuffling and augmentation."})
+
+    def __post_init__(self) -> None:
+        # FinetuneConfig validates the optimisation fields and names any bad one.
+        self.finetune_config()
+
+    def finetune_config(self) -> FinetuneConfig:
+        return FinetuneConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def cache_key(self) -> str:
+        return recipe_hash({"kind": "pretrain", "version": 1, **self.to_dict()})
+
+
+def pretrain_clip(config: PretrainConfig, output_dir: str | Path) -> Path:
+    """Build a tiny CLIP and teach it zero-shot classification of ``config.dataset`` (both towers trained).
+
+    The loss is cross-entropy of image embeddings against the prompt-ensembled class embeddings,
+    recomputed each step so the text tower learns too. Saves a complete checkpoint at ``output_dir``.
+    """
+    dataset, task = load_embedded_dataset(config.dataset, image_size=config.architecture.image_size, seed=config.seed)
+    model, processor = build_tiny_clip(config.architecture, [*task.classnames, *task.templates], seed=config.seed)
+    pixels, labels = dataset_to_tensors(dataset["train"], processor)
+    tokenizer = processor.tokenizer
+
+    def loss_fn(clip, batch):
+        images, targets = batch
+        if config.augment:
+            images = random_affine(images)
+        features = encode_images(clip, normalize_pixels(images, processor))
+        head = class_embeddings(clip, tokenizer, task)
+        return F.cross_entropy(clip.logit_scale.exp() * features @ head.T, targets)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    run_training(model, params, TensorDataset(pixels, labels), loss_fn, config.finetune_config(), desc="pretraining")
+    model.eval()
+    return save_clip(model, processor, output_dir)
+
+
+def pretrained_clip_path(config: PretrainConfig | None = None) -> Path:
+    """Path of the cached clean tiny CLIP for ``config``; trains and caches it on first use."""
+    config = config or PretrainConfig()
+    path = cache_dir() / "clean" / config.cache_key()
+    if not (path / "config.json").is_file():
+        logger.info("no cached clean CLIP for this recipe; pretraining into %s", path)
+        pretrain_clip(config, path)
+    return path
