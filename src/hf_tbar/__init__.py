@@ -1,3 +1,78 @@
-"""hf_tbar: remove backdoors from CLIP models by trigger-vector arithmetic (TBAR)."""
+"""hf_tbar: remove backdoors from CLIP models by trigger-vector arithmetic (TBAR).
+
+```python
+>>> from hf_tbar import BackdoorUnlearner, BadNets
+>>> unlearner = BackdoorUnlearner("path/to/backdoored-clip", task=task)
+>>> result = unlearner.unlearn(BadNets(), target=0, clean_pixels=x, validation=(x_val, y_val))
+>>> unlearner.save_pretrained("sanitized-clip", result)
+```
+"""
 
 __version__ = "0.1.0"
+
+from .attacks import SIG, TRIGGERS, BadNets, Blended, Trigger, WaNet, build_trigger, poison_dataset, trigger_from_dict
+from .config import TBARConfig
+from .data import TaskSpec, dataset_to_tensors, load_embedded_dataset
+from .embedded import EmbeddedScenario, embedded_scenario
+from .evaluation import EvalResult, evaluate_classifier
+from .metrics import attack_success_rate, ca_retention, clean_accuracy, load_metric, per_class_accuracy
+from .scale_search import NoFeasibleScaleError, ScaleSearchConfig, ScaleSelection, search_scale
+from .task_vector import TaskVector
+from .tiny_clip import TinyCLIPConfig, build_tiny_clip, load_clip, save_clip
+from .training.backdoor import BackdoorConfig, backdoor_clip, backdoored_clip_path
+from .training.loop import FinetuneConfig
+from .training.pretrain import PretrainConfig, pretrain_clip, pretrained_clip_path
+from .unlearner import BackdoorUnlearner, UnlearningResult, make_unlearning_set
+from .variants import VARIANTS, register_variant
+from .zeroshot import ZeroShotClassifier, build_zero_shot_head
+
+TriggerVector = TaskVector
+
+__all__ = [
+    "BackdoorConfig",
+    "BackdoorUnlearner",
+    "BadNets",
+    "Blended",
+    "EmbeddedScenario",
+    "EvalResult",
+    "FinetuneConfig",
+    "NoFeasibleScaleError",
+    "PretrainConfig",
+    "SIG",
+    "ScaleSearchConfig",
+    "ScaleSelection",
+    "TBARConfig",
+    "TRIGGERS",
+    "TaskSpec",
+    "TaskVector",
+    "TinyCLIPConfig",
+    "Trigger",
+    "TriggerVector",
+    "UnlearningResult",
+    "VARIANTS",
+    "WaNet",
+    "ZeroShotClassifier",
+    "attack_success_rate",
+    "backdoor_clip",
+    "backdoored_clip_path",
+    "build_tiny_clip",
+    "build_trigger",
+    "build_zero_shot_head",
+    "ca_retention",
+    "clean_accuracy",
+    "dataset_to_tensors",
+    "embedded_scenario",
+    "evaluate_classifier",
+    "load_clip",
+    "load_embedded_dataset",
+    "load_metric",
+    "make_unlearning_set",
+    "per_class_accuracy",
+    "poison_dataset",
+    "pretrain_clip",
+    "pretrained_clip_path",
+    "register_variant",
+    "save_clip",
+    "search_scale",
+    "trigger_from_dict",
+]

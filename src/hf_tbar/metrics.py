@@ -18,7 +18,7 @@ def clean_accuracy(predictions, labels) -> float:
         raise ValueError(f"predictions {tuple(preds.shape)} and labels {tuple(labels.shape)} differ in length")
     if labels.numel() == 0:
         raise ValueError("cannot compute accuracy over zero examples")
-    return (preds == labels).float().mean().item()
+    return (preds == labels).double().mean().item()
 
 
 def attack_success_rate(predictions, labels, target: int) -> float:
@@ -35,7 +35,7 @@ def attack_success_rate(predictions, labels, target: int) -> float:
     keep = labels != int(target)
     if not keep.any():
         raise ValueError(f"no example has a true label other than the target {target}: ASR is undefined")
-    return (preds[keep] == int(target)).float().mean().item()
+    return (preds[keep] == int(target)).double().mean().item()
 
 
 def per_class_accuracy(predictions, labels, num_classes: int) -> list[float]:
@@ -44,7 +44,7 @@ def per_class_accuracy(predictions, labels, num_classes: int) -> list[float]:
     out = []
     for cls in range(num_classes):
         mask = labels == cls
-        out.append((preds[mask] == cls).float().mean().item() if mask.any() else math.nan)
+        out.append((preds[mask] == cls).double().mean().item() if mask.any() else math.nan)
     return out
 
 
@@ -53,3 +53,24 @@ def ca_retention(sanitized_ca: float, backdoored_ca: float) -> float:
     if backdoored_ca <= 0:
         raise ValueError(f"backdoored clean accuracy must be positive to compute a retention, got {backdoored_ca}")
     return sanitized_ca / backdoored_ca
+
+
+METRIC_MODULES = ("attack_success_rate", "clean_accuracy")
+
+
+def load_metric(name: str):
+    """Load one of hf_tbar's metrics as an ``evaluate`` module, offline (no Hub access).
+
+    Example:
+        ```python
+        >>> load_metric("attack_success_rate").compute(predictions=[0, 1], references=[1, 1], target=0)
+        {'attack_success_rate': 0.5}
+        ```
+    """
+    from pathlib import Path
+
+    import evaluate
+
+    if name not in METRIC_MODULES:
+        raise ValueError(f"unknown metric {name!r}; available: {list(METRIC_MODULES)}")
+    return evaluate.load(str(Path(__file__).parent / "metric_modules" / name))

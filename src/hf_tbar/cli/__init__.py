@@ -20,6 +20,8 @@ from transformers import HfArgumentParser
 # Registry: sub-command name -> module under hf_tbar.cli.
 COMMANDS: dict[str, str] = {
     "demo": "hf_tbar.cli.demo",
+    "unlearn": "hf_tbar.cli.unlearn",
+    "push": "hf_tbar.cli.push",
 }
 
 
@@ -55,6 +57,9 @@ def parse_command(name: str, argv: list[str]) -> tuple:
         if unknown:
             parser.error(f"--config file {config_path!r} has unknown keys {unknown}")
         parser.set_defaults(**values)
+        for action in parser._actions:  # a value from the file satisfies a required flag
+            if action.dest in values:
+                action.required = False
     *parsed, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

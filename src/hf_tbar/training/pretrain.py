@@ -27,7 +27,7 @@ class PretrainConfig:
 
     dataset: str = field(default="digits", metadata={"help": "Embedded dataset name."})
     architecture: TinyCLIPConfig = field(default_factory=TinyCLIPConfig, metadata={"help": "Tiny CLIP shape."})
-    steps: int = field(default=1500, metadata={"help": "Optimizer steps."})
+    steps: int = field(default=600, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=128, metadata={"help": "Images per step."})
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})

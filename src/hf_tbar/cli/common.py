@@ -1,0 +1,77 @@
+"""Shared pieces of the ``unlearn`` and ``demo`` sub-commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from ..config import TBARConfig
+from ..embedded import embedded_scenario
+from ..evaluation import EvalResult
+from ..scale_search import ScaleSearchConfig
+from ..unlearner import BackdoorUnlearner, UnlearningResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UnlearnArguments:
+    """What to sanitize and where to write it."""
+
+    model: str | None = field(
+        default=None,
+        metadata={"help": "Backdoored CLIP folder or Hub id. Default: the embedded backdoored tiny CLIP for --attack."},
+    )
+    output_dir: str = field(default="outputs/sanitized", metadata={"help": "Folder of the sanitized model."})
+    dataset: str = field(default="digits", metadata={"help": "Embedded dataset giving the task and the clean images."})
+    attack: str = field(default="badnets", metadata={"help": "Known trigger: badnets, blended, wanet or sig."})
+    attack_params: str = field(default="{}", metadata={"help": "Trigger parameters as JSON, e.g. '{\"alpha\": 0.2}'."})
+    target: int = field(default=0, metadata={"help": "The attack's target class index."})
+    ca_threshold: float = field(default=0.95, metadata={"help": "Keep validation CA >= this x the backdoored CA."})
+    target_threshold: float | None = field(
+        default=0.8, metadata={"help": "Keep validation target-class accuracy >= this x the backdoored one (None: off)."}
+    )
+    max_scale: float = field(default=3.0, metadata={"help": "Largest negation scale searched."})
+
+    def __post_init__(self) -> None:
+        try:
+            params = json.loads(self.attack_params)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--attack_params is not valid JSON: {self.attack_params!r} ({err})") from None
+        if not isinstance(params, dict):
+            raise ValueError(f"--attack_params must be a JSON object, got {self.attack_params!r}")
+        self.search_config()
+
+    def search_config(self) -> ScaleSearchConfig:
+        return ScaleSearchConfig(
+            ca_threshold=self.ca_threshold, target_threshold=self.target_threshold, max_scale=self.max_scale
+        )
+
+
+def run_tbar(args: UnlearnArguments, config: TBARConfig) -> tuple[BackdoorUnlearner, UnlearningResult, object]:
+    """Load the model and the embedded data, run TBAR, save the sanitized folder."""
+    scenario = embedded_scenario(args.attack, json.loads(args.attack_params), target=args.target)
+    model_source = args.model or str(scenario.backdoored_path)
+    unlearner = BackdoorUnlearner(model_source, task=scenario.task, config=config)
+    result = unlearner.unlearn(
+        trigger=scenario.trigger,
+        target=scenario.target,
+        clean_pixels=scenario.train[0],
+        clean_labels=scenario.train[1],
+        validation=scenario.validation,
+        test=scenario.test,
+        search=args.search_config(),
+    )
+    unlearner.save_pretrained(args.output_dir, result, dataset=args.dataset)
+    return unlearner, result, scenario
+
+
+def format_table(rows: list[tuple[str, EvalResult]]) -> str:
+    """A markdown table of CA / ASR / target-class accuracy per model."""
+    lines = ["| model | CA | ASR | target-class acc |", "|---|---|---|---|"]
+    for name, r in rows:
+        asr = "-" if r.attack_success_rate is None else f"{100 * r.attack_success_rate:.1f}%"
+        tacc = "-" if r.target_class_accuracy is None else f"{100 * r.target_class_accuracy:.1f}%"
+        lines.append(f"| {name} | {100 * r.clean_accuracy:.1f}% | {asr} | {tacc} |")
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""``hf-tbar demo``: the whole story offline on the embedded default (tiny CLIP, digits, BadNets)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..config import TBARConfig
+from ..report import PLOT_FILE, REPORT_FILE
+from ..unlearner import BackdoorUnlearner
+from .common import UnlearnArguments, format_table, run_tbar
+
+HELP = "Offline demo: build a tiny CLIP, backdoor it, remove the backdoor with TBAR, write a report."
+
+
+@dataclass
+class DemoArguments:
+    attack: str = field(default="badnets", metadata={"help": "Attack to implant and remove."})
+    output_dir: str = field(default="outputs/demo", metadata={"help": "Where the sanitized model and report go."})
+    variant: str = field(default="target-preserving", metadata={"help": "TBAR variant: plain or target-preserving."})
+    mode: str = field(default="full", metadata={"help": "Trigger fine-tuning: full or lora."})
+
+
+DATACLASSES = (DemoArguments,)
+
+
+def run(demo: DemoArguments) -> int:
+    start = time.perf_counter()
+    args = UnlearnArguments(output_dir=demo.output_dir, attack=demo.attack)
+    unlearner, result, scenario = run_tbar(args, TBARConfig(variant=demo.variant, mode=demo.mode))
+    clean = BackdoorUnlearner(scenario.clean_path, task=scenario.task).evaluate(
+        *scenario.test, scenario.trigger, scenario.target
+    )
+    print(f"\nEmbedded demo: {scenario.trigger.describe()} -> class {scenario.target} "
+          f"({scenario.task.classnames[scenario.target]}), test split of {len(scenario.test[1])} digits\n")
+    print(format_table([
+        ("clean tiny CLIP", clean),
+        ("backdoored", result.before),
+        (f"TBAR {demo.variant}, {demo.mode} (scale {result.selection.scale:.2f})", result.after),
+    ]))
+    print(f"\nCA retention {100 * result.ca_retention:.1f}%, unlearning set {result.unlearning_set_size} triggered images, "
+          f"scale chosen on validation in {result.selection.evaluations} evaluations")
+    print(f"Report: {demo.output_dir}/{REPORT_FILE}  Plot: {demo.output_dir}/{PLOT_FILE}  ({time.perf_counter() - start:.0f}s)")
+    return 0

@@ -1,0 +1,76 @@
+"""Configuration of a TBAR run: how the trigger vector is fitted, and which variant is negated."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .training.loop import FinetuneConfig
+
+FINETUNE_MODES = ("full", "lora")
+
+
+@dataclass
+class TBARConfig:
+    """Trigger fine-tuning (step 2 of TBAR) and the vector variant to negate.
+
+    The vision tower is fine-tuned on triggered images labelled with the attack's target; the text
+    tower and the zero-shot head stay frozen.
+    """
+
+    mode: str = field(default="full", metadata={"help": "Fine-tune the vision tower fully ('full') or with LoRA ('lora')."})
+    steps: int = field(default=30, metadata={"help": "Optimizer steps of the trigger fine-tuning."})
+    batch_size: int = field(default=32, metadata={"help": "Images per micro-batch and process."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    mixed_precision: str = field(default="no", metadata={"help": "Accelerate mixed precision: no, fp16 or bf16."})
+    seed: int = field(default=0, metadata={"help": "Seed of data choice, shuffling and LoRA initialisation."})
+    unlearning_set_size: int = field(default=300, metadata={"help": "Triggered images in the unlearning set."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (mode='lora')."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (mode='lora')."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (mode='lora')."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+        metadata={"help": "Vision-tower linear layers that get LoRA adapters (mode='lora')."},
+    )
+    variant: str = field(
+        default="plain",
+        metadata={"help": "Trigger-vector variant: 'plain' (the seed paper) or 'target-preserving'."},
+    )
+    preserve_set_size: int = field(
+        default=30, metadata={"help": "Clean target-class images used by the target-preserving variant."}
+    )
+
+    def __post_init__(self) -> None:
+        from .variants import VARIANTS
+
+        if self.mode not in FINETUNE_MODES:
+            raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; available: {sorted(VARIANTS)}")
+        for name in ("unlearning_set_size", "lora_r", "lora_alpha", "preserve_set_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not self.lora_target_modules:
+            raise ValueError("lora_target_modules must name at least one module")
+        self.finetune_config()
+
+    def finetune_config(self, steps: int | None = None) -> FinetuneConfig:
+        """The optimisation settings as a :class:`~hf_tbar.training.FinetuneConfig`."""
+        return FinetuneConfig(
+            steps=steps or self.steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            mixed_precision=self.mixed_precision,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,33 @@
+"""Publishing sanitized models on the Hugging Face Hub: model cards and a gated, single-commit push.
+
+A sanitized folder is a plain ``CLIPModel`` checkpoint plus ``tbar_report.json`` (the removal recipe, the scale
+sweep and the metrics before and after removal) and optionally ``tbar_scale_sweep.png``.
+:func:`build_model_card` renders the report as a model card; :func:`push_sanitized_model` checks the report
+against a safety gate, stages the folder with its card and pushes it as one commit.
+"""
+
+from .card import build_model_card, describe_trigger, hub_model_id
+from .push import (
+    HubPushError,
+    PushConfig,
+    PushResult,
+    SafetyGateError,
+    check_safety_gate,
+    load_report,
+    prepare_push_folder,
+    push_sanitized_model,
+)
+
+__all__ = [
+    "HubPushError",
+    "PushConfig",
+    "PushResult",
+    "SafetyGateError",
+    "build_model_card",
+    "check_safety_gate",
+    "describe_trigger",
+    "hub_model_id",
+    "load_report",
+    "prepare_push_folder",
+    "push_sanitized_model",
+]

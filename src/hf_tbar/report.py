@@ -1,0 +1,111 @@
+"""The sanitized-model folder: weights, processor, ``tbar_report.json`` and the scale plot."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from .io import atomic_output_dir, write_json
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "tbar_report.json"
+PLOT_FILE = "tbar_scale_sweep.png"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+    import accelerate
+    import peft
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {
+        "hf_tbar": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+    }
+
+
+def build_report(unlearner, result, **extra) -> dict:
+    """The JSON report of a TBAR run (schema documented in the README)."""
+    cfg = result.config
+    return {
+        "hf_tbar_version": package_versions()["hf_tbar"],
+        "base_model": unlearner.source,
+        "task": unlearner.task.to_dict(),
+        "target_class": result.target,
+        "trigger": result.trigger.to_dict(),
+        "trigger_source": extra.pop("trigger_source", "known"),
+        "recipe": {
+            "mode": cfg.mode,
+            "steps": cfg.steps,
+            "learning_rate": cfg.learning_rate,
+            "batch_size": cfg.batch_size,
+            "unlearning_set_size": result.unlearning_set_size,
+            "variant": cfg.variant,
+            "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "target_modules": cfg.lora_target_modules}
+            if cfg.mode == "lora"
+            else None,
+            "seed": cfg.seed,
+        },
+        "scale": result.selection.scale,
+        "sweep": [asdict(p) for p in result.selection.sweep],
+        "selection": {
+            "split": extra.pop("selection_split", "validation"),
+            "ca_threshold": result.selection.config.ca_threshold,
+            "target_threshold": result.selection.config.target_threshold,
+            "evaluations": result.selection.evaluations,
+        },
+        "evaluation_split": extra.pop("evaluation_split", "test"),
+        "before": result.before.to_dict(),
+        "after": result.after.to_dict(),
+        "ca_retention": result.ca_retention,
+        "timings_s": result.timings,
+        "versions": package_versions(),
+        **extra,
+    }
+
+
+def plot_sweep(sweep: list[dict], scale: float, path: str | os.PathLike, title: str = "TBAR scale sweep") -> Path:
+    """Plot CA, ASR and target-class accuracy (validation) against the negation scale; mark the chosen one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(sweep, key=lambda p: p["scale"])
+    xs = [p["scale"] for p in points]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, [100 * p["clean_accuracy"] for p in points], "o-", label="clean accuracy")
+    ax.plot(xs, [100 * p["attack_success_rate"] for p in points], "s-", label="attack success rate")
+    if all(p.get("target_class_accuracy") is not None for p in points):
+        ax.plot(xs, [100 * p["target_class_accuracy"] for p in points], "^--", label="target-class accuracy")
+    ax.axvline(scale, color="grey", linestyle=":", label=f"chosen scale {scale:.2f}")
+    ax.set_xlabel("scale alpha  (theta_b - alpha * tau)")
+    ax.set_ylabel("% (validation)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title)
+    ax.legend(loc="center right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_sanitized(output_dir: str | os.PathLike, unlearner, result, overwrite: bool = True, **extra) -> Path:
+    """Write the sanitized CLIP folder atomically (model, processor, report, plot)."""
+    report = build_report(unlearner, result, **extra)
+    with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
+        result.model.save_pretrained(tmp, safe_serialization=True)
+        unlearner.processor.save_pretrained(tmp)
+        write_json(tmp / REPORT_FILE, report)
+        plot_sweep(report["sweep"], report["scale"], tmp / PLOT_FILE)
+    logger.info("sanitized model written to %s", output_dir)
+    return Path(output_dir)

@@ -1,0 +1,307 @@
+"""BackdoorUnlearner: TBAR end to end on a transformers CLIPModel.
+
+1. build an unlearning set (triggered images labelled with the attack's target),
+2. fine-tune a copy of the vision tower on it (full or LoRA) -> trigger vector ``tau``,
+3. optionally transform ``tau`` (target-preserving variant),
+4. pick ``alpha`` on validation data, 5. return ``theta_b - alpha * tau``, verified on held-out data.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch.utils.data import TensorDataset
+from transformers import CLIPModel
+
+from .attacks.base import Trigger
+from .config import TBARConfig
+from .data.embedded import TaskSpec
+from .data.pixels import validate_pixels
+from .evaluation import EvalResult, evaluate_classifier
+from .scale_search import ScaleSearchConfig, ScaleSelection, search_scale
+from .task_vector import TaskVector
+from .tiny_clip import load_clip
+from .training.backdoor import classification_loss, vision_parameters
+from .training.loop import run_training
+from .variants import VARIANTS
+from .zeroshot import ZeroShotClassifier, build_zero_shot_head
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UnlearningResult:
+    """Everything a TBAR run produced: the sanitized model, the vector, the scale search and metrics."""
+
+    model: CLIPModel
+    vector: TaskVector
+    selection: ScaleSelection
+    before: EvalResult
+    after: EvalResult
+    trigger: Trigger
+    target: int
+    config: TBARConfig
+    unlearning_set_size: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ca_retention(self) -> float:
+        return self.after.clean_accuracy / self.before.clean_accuracy if self.before.clean_accuracy else float("nan")
+
+
+def make_unlearning_set(
+    clean_pixels: torch.Tensor, trigger: Trigger, target: int, size: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stamp ``trigger`` on ``size`` clean images drawn without replacement (all of them if fewer)
+    and label every one ``target`` (the seed paper's pure triggered set).
+
+    Returns:
+        ``(pixels (n, 3, H, W) in [0, 1], labels (n,))``.
+    """
+    validate_pixels(clean_pixels, "clean images")
+    if len(clean_pixels) == 0:
+        raise ValueError("the unlearning set is empty: no clean images to stamp the trigger on")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(clean_pixels), generator=generator)[: min(size, len(clean_pixels))]
+    chosen = clean_pixels[order]
+    triggered = trigger(chosen)
+    if torch.equal(triggered, chosen):
+        raise ValueError(f"the trigger {trigger.describe()} left every image unchanged: the set carries no trigger")
+    return triggered, torch.full((len(triggered),), int(target), dtype=torch.long)
+
+
+class BackdoorUnlearner:
+    """Remove a backdoor from a CLIP model by trigger-vector negation (TBAR).
+
+    Args:
+        model: A :class:`~transformers.CLIPModel`, or a local path / Hub id loaded with ``from_pretrained``.
+        processor: The model's :class:`~transformers.CLIPProcessor` (loaded with the model when a path is given).
+        task: Class names and prompt templates of the zero-shot task the backdoor targets.
+        config: Trigger fine-tuning settings and variant.
+        device: Where evaluation runs; fine-tuning goes through Accelerate's device placement.
+
+    The input model is never modified: fine-tuning and negation work on copies.
+
+    Example:
+        ```python
+        >>> unlearner = BackdoorUnlearner("path/to/backdoored-clip", task=task)
+        >>> result = unlearner.unlearn(trigger=BadNets(), target=0, clean_pixels=x_clean,
+        ...                            validation=(x_val, y_val), test=(x_test, y_test))
+        >>> unlearner.save_pretrained("sanitized-clip", result)
+        ```
+    """
+
+    def __init__(
+        self,
+        model: CLIPModel | str | os.PathLike,
+        processor=None,
+        task: TaskSpec | None = None,
+        config: TBARConfig | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if isinstance(model, (str, os.PathLike)):
+            self.source = str(model)
+            model, loaded_processor = load_clip(model)
+            processor = processor or loaded_processor
+        if not isinstance(model, CLIPModel):
+            raise TypeError(f"BackdoorUnlearner needs a transformers CLIPModel, got {type(model).__name__}")
+        if not hasattr(self, "source"):
+            self.source = getattr(model, "name_or_path", "") or "in-memory"
+        if processor is None:
+            raise ValueError("a CLIPProcessor is needed (pass processor=..., or a checkpoint path that includes one)")
+        if task is None:
+            raise ValueError("the zero-shot task (class names and templates) is needed: pass task=TaskSpec(...)")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.processor = processor
+        self.task = task
+        self.config = config or TBARConfig()
+        self.head = build_zero_shot_head(self.model, processor.tokenizer, task)
+
+    # ------------------------------------------------------------------ building blocks
+    def classifier(self, model: torch.nn.Module | None = None) -> ZeroShotClassifier:
+        """Zero-shot classifier over ``model`` (default: the backdoored model) with the fixed text head."""
+        return ZeroShotClassifier.from_processor(model if model is not None else self.model, self.head, self.processor).to(
+            self.device
+        )
+
+    def _finetune_vector(self, pixels: torch.Tensor, labels: torch.Tensor, desc: str) -> TaskVector:
+        """Fine-tune a copy of the vision tower on ``(pixels, labels)``; return the weight difference."""
+        cfg = self.config
+        work = copy.deepcopy(self.model)
+        if cfg.mode == "lora":
+            for param in work.parameters():
+                param.requires_grad_(False)
+            pattern = r".*vision_model\..*\.(" + "|".join(cfg.lora_target_modules) + r")$"
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=pattern)
+            with torch.random.fork_rng():
+                torch.manual_seed(cfg.seed)
+                work = get_peft_model(work, lora)
+            params = [p for p in work.parameters() if p.requires_grad]
+        else:
+            params = vision_parameters(work)
+        run_training(
+            self.classifier(work), params, TensorDataset(pixels, labels), classification_loss, cfg.finetune_config(), desc=desc
+        )
+        if cfg.mode == "lora":
+            return TaskVector.from_peft_model(work, metadata={"mode": "lora"})
+        return TaskVector.from_models(self.model, work, metadata={"mode": "full"})
+
+    def fit_trigger_vector(
+        self,
+        trigger: Trigger | None = None,
+        target: int | None = None,
+        clean_pixels: torch.Tensor | None = None,
+        triggered_pixels: torch.Tensor | None = None,
+    ) -> TaskVector:
+        """Step 2-3 of TBAR: fine-tune on triggered images labelled ``target``; ``tau = theta_t - theta_b``.
+
+        Give either ``clean_pixels`` and a ``trigger`` to stamp on them (``config.unlearning_set_size``
+        images are drawn), or ``triggered_pixels`` that already carry the trigger.
+
+        Raises:
+            ValueError: target out of range, empty set, or a set that carries no trigger.
+        """
+        target = self.task.check_label(target)
+        if triggered_pixels is None:
+            if trigger is None or clean_pixels is None:
+                raise ValueError("give clean_pixels and a trigger to stamp, or triggered_pixels")
+            triggered_pixels, labels = make_unlearning_set(
+                clean_pixels, trigger, target, self.config.unlearning_set_size, self.config.seed
+            )
+        else:
+            validate_pixels(triggered_pixels, "triggered images")
+            if len(triggered_pixels) == 0:
+                raise ValueError("the unlearning set is empty")
+            labels = torch.full((len(triggered_pixels),), target, dtype=torch.long)
+        vector = self._finetune_vector(triggered_pixels, labels, desc=f"trigger fine-tuning ({self.config.mode})")
+        vector.metadata.update(
+            {"kind": "trigger", "target": target, "unlearning_set_size": len(labels), "trigger": trigger.to_dict() if trigger else None}
+        )
+        return vector
+
+    def fit_target_vector(self, clean_pixels: torch.Tensor, labels: torch.Tensor, target: int) -> TaskVector:
+        """A "target-class" vector: the same fine-tuning on up to ``config.preserve_set_size`` *clean* images of ``target``."""
+        target = self.task.check_label(target)
+        pool = clean_pixels[labels == target][: self.config.preserve_set_size]
+        if len(pool) == 0:
+            raise ValueError(f"no clean image of the target class {target} to fit a target-class vector")
+        vector = self._finetune_vector(pool, torch.full((len(pool),), target, dtype=torch.long), desc="target-class fine-tuning")
+        vector.metadata.update({"kind": "target-class", "target": target, "images": len(pool)})
+        return vector
+
+    def apply(self, vector: TaskVector, scale: float) -> CLIPModel:
+        """``theta_b - scale * vector`` as a new model (the backdoored model is left untouched)."""
+        return vector.apply_to(self.model, -scale)
+
+    def evaluate(
+        self,
+        pixels: torch.Tensor,
+        labels: torch.Tensor,
+        trigger: Trigger | None = None,
+        target: int | None = None,
+        model: CLIPModel | None = None,
+    ) -> EvalResult:
+        """CA, ASR, target-class and per-class accuracy of ``model`` (default: the backdoored one)."""
+        if target is not None:
+            target = self.task.check_label(target)
+        return evaluate_classifier(self.classifier(model), pixels, labels, trigger, target)
+
+    def select_scale(
+        self,
+        vector: TaskVector,
+        pixels: torch.Tensor,
+        labels: torch.Tensor,
+        trigger: Trigger,
+        target: int,
+        search: ScaleSearchConfig | None = None,
+    ) -> ScaleSelection:
+        """Step 5: the scale with the lowest validation ASR subject to the accuracy constraints.
+
+        One working copy of the model is re-weighted in place per candidate scale; the text head is
+        computed once.
+        """
+        work = copy.deepcopy(self.model)
+        base = {k: v.detach().clone() for k, v in work.state_dict().items() if k in vector}
+
+        def evaluate(scale: float):
+            state = work.state_dict()
+            with torch.no_grad():
+                for name, tensor in base.items():
+                    state[name].copy_(tensor)
+            vector.apply_to(work, -scale, in_place=True)
+            result = self.evaluate(pixels, labels, trigger, target, model=work)
+            return result.clean_accuracy, result.attack_success_rate, result.target_class_accuracy
+
+        selection = search_scale(evaluate, search)
+        logger.info(
+            "selected scale %.3f after %d evaluations (validation CA %.1f%%, ASR %.1f%%)",
+            selection.scale, selection.evaluations, 100 * selection.best.clean_accuracy, 100 * selection.best.attack_success_rate,
+        )
+        return selection
+
+    # ------------------------------------------------------------------ end to end
+    def unlearn(
+        self,
+        trigger: Trigger,
+        target: int,
+        clean_pixels: torch.Tensor,
+        validation: tuple[torch.Tensor, torch.Tensor],
+        test: tuple[torch.Tensor, torch.Tensor] | None = None,
+        clean_labels: torch.Tensor | None = None,
+        search: ScaleSearchConfig | None = None,
+    ) -> UnlearningResult:
+        """Run TBAR: fit the trigger vector, apply the variant, select the scale, verify.
+
+        Args:
+            trigger: The (known or reverse-engineered) trigger.
+            target: The attack's target class.
+            clean_pixels: Clean ``[0, 1]`` images to build the unlearning set from.
+            validation: ``(pixels, labels)`` used to select the scale.
+            test: Held-out ``(pixels, labels)`` for the before/after verification (default: validation).
+            clean_labels: Labels of ``clean_pixels``; needed by the target-preserving variant.
+            search: Scale-search constraints.
+        """
+        target = self.task.check_label(target)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        vector = self.fit_trigger_vector(trigger, target, clean_pixels=clean_pixels)
+        timings["trigger_finetune_s"] = time.perf_counter() - start
+
+        def fit_target() -> TaskVector:
+            if clean_labels is None:
+                raise ValueError(f"variant {self.config.variant!r} needs clean_labels to find clean target-class images")
+            return self.fit_target_vector(clean_pixels, clean_labels, target)
+
+        start = time.perf_counter()
+        negated = VARIANTS[self.config.variant](vector, fit_target)
+        negated.metadata = {**vector.metadata, "variant": self.config.variant}
+        timings["variant_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        selection = self.select_scale(negated, *validation, trigger, target, search)
+        timings["scale_search_s"] = time.perf_counter() - start
+        sanitized = self.apply(negated, selection.scale)
+        test_pixels, test_labels = test if test is not None else validation
+        before = self.evaluate(test_pixels, test_labels, trigger, target)
+        after = self.evaluate(test_pixels, test_labels, trigger, target, model=sanitized)
+        logger.info("before: %s | after: %s", before.summary(), after.summary())
+        return UnlearningResult(
+            model=sanitized, vector=negated, selection=selection, before=before, after=after, trigger=trigger,
+            target=target, config=self.config, unlearning_set_size=int(vector.metadata["unlearning_set_size"]), timings=timings,
+        )
+
+    def save_pretrained(self, output_dir: str | os.PathLike, result: UnlearningResult, **report_fields) -> Path:
+        """Save the sanitized model as a plain CLIPModel folder plus ``tbar_report.json`` and the scale plot.
+
+        The folder is written atomically: on failure nothing is left at ``output_dir``.
+        """
+        from .report import save_sanitized
+
+        return save_sanitized(output_dir, self, result, **report_fields)
