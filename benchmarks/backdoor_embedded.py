@@ -11,12 +11,14 @@ import argparse
 import logging
 import time
 
-from hf_tbar import BackdoorUnlearner, TRIGGERS, embedded_scenario
+from hf_tbar import TRIGGERS, BackdoorUnlearner, embedded_scenario
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attacks", nargs="+", default=["badnets", "blended", "wanet", "sig"], choices=sorted(TRIGGERS))
+    parser.add_argument(
+        "--attacks", nargs="+", default=["badnets", "blended", "wanet", "sig"], choices=sorted(TRIGGERS)
+    )
     parser.add_argument("--target", type=int, default=0)
     return parser
 
@@ -24,7 +26,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    rows = ["| attack | clean CA | clean-model ASR | backdoored CA | backdoored ASR | CA drop | build s |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| attack | clean CA | clean-model ASR | backdoored CA | backdoored ASR | CA drop | build s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for attack in args.attacks:
         start = time.perf_counter()
         sc = embedded_scenario(attack, target=args.target)

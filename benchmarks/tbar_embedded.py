@@ -22,18 +22,28 @@ from hf_tbar.training.backdoor import classification_loss, vision_parameters
 from hf_tbar.training.loop import run_training
 
 
-def clean_finetune(unlearner: BackdoorUnlearner, pixels: torch.Tensor, labels: torch.Tensor, config: TBARConfig):
+def clean_finetune(
+    unlearner: BackdoorUnlearner, pixels: torch.Tensor, labels: torch.Tensor, config: TBARConfig
+):
     """Baseline: fine-tune the vision tower on the same number of *clean*, correctly labelled images."""
     work = copy.deepcopy(unlearner.model)
     params = vision_parameters(work)
-    run_training(unlearner.classifier(work), params, TensorDataset(pixels, labels), classification_loss,
-                 config.finetune_config(), desc="clean fine-tuning")
+    run_training(
+        unlearner.classifier(work),
+        params,
+        TensorDataset(pixels, labels),
+        classification_loss,
+        config.finetune_config(),
+        desc="clean fine-tuning",
+    )
     return work.eval()
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attacks", nargs="+", default=["badnets", "blended", "wanet", "sig"], choices=sorted(TRIGGERS))
+    parser.add_argument(
+        "--attacks", nargs="+", default=["badnets", "blended", "wanet", "sig"], choices=sorted(TRIGGERS)
+    )
     parser.add_argument("--modes", nargs="+", default=["full", "lora"], choices=["full", "lora"])
     parser.add_argument("--variants", nargs="+", default=["plain", "target-preserving"])
     parser.add_argument("--target-threshold", type=float, default=0.8)
@@ -54,34 +64,53 @@ def main(argv: list[str] | None = None) -> None:
         sc = embedded_scenario(attack)
         base = BackdoorUnlearner(sc.backdoored_path, task=sc.task)
         before = base.evaluate(*sc.test, sc.trigger, sc.target)
-        rows.append(f"| {attack} | none (backdoored) | {fmt(before.clean_accuracy)} | {fmt(before.attack_success_rate)} | "
-                    f"{fmt(before.target_class_accuracy)} | 100.0% | 0 | - | - |")
+        rows.append(
+            f"| {attack} | none (backdoored) | {fmt(before.clean_accuracy)} | {fmt(before.attack_success_rate)} | "
+            f"{fmt(before.target_class_accuracy)} | 100.0% | 0 | - | - |"
+        )
         print(rows[-1], flush=True)
         for mode in args.modes:
             for variant in args.variants:
-                config = TBARConfig(mode=mode, variant=variant, learning_rate=1e-4 if mode == "full" else 1e-3)
+                config = TBARConfig(
+                    mode=mode, variant=variant, learning_rate=1e-4 if mode == "full" else 1e-3
+                )
                 unlearner = BackdoorUnlearner(sc.backdoored_path, task=sc.task, config=config)
                 start = time.perf_counter()
                 try:
-                    r = unlearner.unlearn(sc.trigger, sc.target, sc.train[0], sc.validation, sc.test,
-                                          clean_labels=sc.train[1], search=search)
+                    r = unlearner.unlearn(
+                        sc.trigger,
+                        sc.target,
+                        sc.train[0],
+                        sc.validation,
+                        sc.test,
+                        clean_labels=sc.train[1],
+                        search=search,
+                    )
                 except ValueError as err:
-                    rows.append(f"| {attack} | TBAR {mode} {variant} | no qualifying scale: {str(err).splitlines()[0]} |")
+                    rows.append(
+                        f"| {attack} | TBAR {mode} {variant} | no qualifying scale: {str(err).splitlines()[0]} |"
+                    )
                     print(rows[-1], flush=True)
                     continue
                 images = r.unlearning_set_size + (config.preserve_set_size if variant != "plain" else 0)
-                rows.append(f"| {attack} | TBAR {mode} {variant} | {fmt(r.after.clean_accuracy)} | {fmt(r.after.attack_success_rate)} | "
-                            f"{fmt(r.after.target_class_accuracy)} | {fmt(r.ca_retention)} | {images} | {r.selection.scale:.2f} | "
-                            f"{time.perf_counter() - start:.0f} |")
+                rows.append(
+                    f"| {attack} | TBAR {mode} {variant} | {fmt(r.after.clean_accuracy)} | {fmt(r.after.attack_success_rate)} | "
+                    f"{fmt(r.after.target_class_accuracy)} | {fmt(r.ca_retention)} | {images} | {r.selection.scale:.2f} | "
+                    f"{time.perf_counter() - start:.0f} |"
+                )
                 print(rows[-1], flush=True)
         config = TBARConfig()
         start = time.perf_counter()
-        order = torch.randperm(len(sc.train[1]), generator=torch.Generator().manual_seed(0))[: config.unlearning_set_size]
+        order = torch.randperm(len(sc.train[1]), generator=torch.Generator().manual_seed(0))[
+            : config.unlearning_set_size
+        ]
         tuned = clean_finetune(base, sc.train[0][order], sc.train[1][order], config)
         after = base.evaluate(*sc.test, sc.trigger, sc.target, model=tuned)
-        rows.append(f"| {attack} | clean fine-tuning | {fmt(after.clean_accuracy)} | {fmt(after.attack_success_rate)} | "
-                    f"{fmt(after.target_class_accuracy)} | {fmt(after.clean_accuracy / before.clean_accuracy)} | "
-                    f"{config.unlearning_set_size} | - | {time.perf_counter() - start:.0f} |")
+        rows.append(
+            f"| {attack} | clean fine-tuning | {fmt(after.clean_accuracy)} | {fmt(after.attack_success_rate)} | "
+            f"{fmt(after.target_class_accuracy)} | {fmt(after.clean_accuracy / before.clean_accuracy)} | "
+            f"{config.unlearning_set_size} | - | {time.perf_counter() - start:.0f} |"
+        )
         print(rows[-1], flush=True)
     print("\n" + header + "\n" + "\n".join(rows))
 

@@ -4,7 +4,16 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 
-from hf_tbar.attacks import SIG, TRIGGERS, BadNets, Blended, WaNet, build_trigger, poison_dataset, trigger_from_dict
+from hf_tbar.attacks import (
+    SIG,
+    TRIGGERS,
+    BadNets,
+    Blended,
+    WaNet,
+    build_trigger,
+    poison_dataset,
+    trigger_from_dict,
+)
 
 
 @pytest.mark.parametrize("name", sorted(TRIGGERS))

@@ -36,7 +36,15 @@ def test_unknown_dataset_and_bad_task_are_named():
 def test_tokenizer_encodes_prompts_as_whole_words_and_unseen_text():
     tokenizer = build_clip_tokenizer(["a photo of the digit {}.", "seven"])
     ids = tokenizer("a photo of the digit seven.")["input_ids"]
-    assert tokenizer.convert_ids_to_tokens(ids)[1:-1] == ["a</w>", "photo</w>", "of</w>", "the</w>", "digit</w>", "seven</w>", ".</w>"]
+    assert tokenizer.convert_ids_to_tokens(ids)[1:-1] == [
+        "a</w>",
+        "photo</w>",
+        "of</w>",
+        "the</w>",
+        "digit</w>",
+        "seven</w>",
+        ".</w>",
+    ]
     assert len(tokenizer("zebra crossing!")["input_ids"]) > 3  # unseen words fall back to bytes
 
 

@@ -432,7 +432,7 @@ def test_card_metadata_round_trips_through_model_card_load(tmp_path):
     assert "**95.9%**" in text  # CA retention 0.93 / 0.97
     assert "](tbar_scale_sweep.png)" in text
     assert 'CLIPModel.from_pretrained("tbar-user/clip-sanitized")' in text
-    assert "hf-tbar unlearn --model_name_or_path openai/clip-vit-base-patch32" in text
+    assert "hf-tbar unlearn --model openai/clip-vit-base-patch32" in text
     assert "| torch |" in text and "| peft |" not in text  # a null version is left out
     assert "WARNING" not in text and "None" not in text
 

@@ -95,7 +95,9 @@ def test_lora_vector_equals_merged_delta(micro_clip):
     import copy
 
     base = copy.deepcopy(model)
-    peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=r".*vision_model.*\.(q_proj|fc1)$"))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=2, lora_alpha=4, target_modules=r".*vision_model.*\.(q_proj|fc1)$")
+    )
     for name, param in peft_model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param)

@@ -12,12 +12,17 @@ def curve(scale):
 
 def test_search_finds_the_constraint_boundary_with_few_evaluations():
     calls = []
-    selection = search_scale(lambda s: calls.append(s) or curve(s), ScaleSearchConfig(max_scale=3.0, grid_points=7, bisection_steps=5))
+    selection = search_scale(
+        lambda s: calls.append(s) or curve(s),
+        ScaleSearchConfig(max_scale=3.0, grid_points=7, bisection_steps=5),
+    )
     # largest scale with CA >= 0.95 * 0.95 = 0.9025 is 1.3 + 0.2375 = 1.5375; ASR is 0 from 1.5 on.
     assert 1.5 <= selection.scale <= 1.5375
     assert selection.best.attack_success_rate == 0.0 and selection.best.feasible
     assert selection.evaluations == len(set(calls)) < 3.0 / (1.5 / 2**5)  # vs a grid of equal resolution
-    assert selection.baseline.scale == 0.0 and selection.sweep == sorted(selection.sweep, key=lambda p: p.scale)
+    assert selection.baseline.scale == 0.0 and selection.sweep == sorted(
+        selection.sweep, key=lambda p: p.scale
+    )
 
 
 def test_target_constraint_and_ties_prefer_accuracy():

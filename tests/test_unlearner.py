@@ -9,7 +9,9 @@ TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.", "the number {}."))
 
 def _unlearner(micro_clip, **config):
     model, processor = micro_clip
-    return BackdoorUnlearner(model, processor, TASK, TBARConfig(steps=3, batch_size=8, unlearning_set_size=16, **config))
+    return BackdoorUnlearner(
+        model, processor, TASK, TBARConfig(steps=3, batch_size=8, unlearning_set_size=16, **config)
+    )
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
@@ -54,9 +56,16 @@ def test_tbar_removes_the_embedded_backdoor_and_keeps_clean_accuracy(badnets_sce
     from hf_tbar.scale_search import ScaleSearchConfig
 
     sc = badnets_scenario
-    unlearner = BackdoorUnlearner(sc.backdoored_path, task=sc.task, config=TBARConfig(variant="target-preserving"))
+    unlearner = BackdoorUnlearner(
+        sc.backdoored_path, task=sc.task, config=TBARConfig(variant="target-preserving")
+    )
     result = unlearner.unlearn(
-        sc.trigger, sc.target, sc.train[0], sc.validation, sc.test, clean_labels=sc.train[1],
+        sc.trigger,
+        sc.target,
+        sc.train[0],
+        sc.validation,
+        sc.test,
+        clean_labels=sc.train[1],
         search=ScaleSearchConfig(target_threshold=0.8),
     )
     assert result.before.attack_success_rate > 0.9

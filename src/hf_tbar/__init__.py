@@ -10,7 +10,17 @@
 
 __version__ = "0.1.0"
 
-from .attacks import SIG, TRIGGERS, BadNets, Blended, Trigger, WaNet, build_trigger, poison_dataset, trigger_from_dict
+from .attacks import (
+    SIG,
+    TRIGGERS,
+    BadNets,
+    Blended,
+    Trigger,
+    WaNet,
+    build_trigger,
+    poison_dataset,
+    trigger_from_dict,
+)
 from .config import TBARConfig
 from .data import TaskSpec, dataset_to_tensors, load_embedded_dataset
 from .embedded import EmbeddedScenario, embedded_scenario

@@ -17,16 +17,24 @@ class TBARConfig:
     tower and the zero-shot head stay frozen.
     """
 
-    mode: str = field(default="full", metadata={"help": "Fine-tune the vision tower fully ('full') or with LoRA ('lora')."})
+    mode: str = field(
+        default="full", metadata={"help": "Fine-tune the vision tower fully ('full') or with LoRA ('lora')."}
+    )
     steps: int = field(default=30, metadata={"help": "Optimizer steps of the trigger fine-tuning."})
     batch_size: int = field(default=32, metadata={"help": "Images per micro-batch and process."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    mixed_precision: str = field(default="no", metadata={"help": "Accelerate mixed precision: no, fp16 or bf16."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step."}
+    )
+    mixed_precision: str = field(
+        default="no", metadata={"help": "Accelerate mixed precision: no, fp16 or bf16."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of data choice, shuffling and LoRA initialisation."})
-    unlearning_set_size: int = field(default=300, metadata={"help": "Triggered images in the unlearning set."})
+    unlearning_set_size: int = field(
+        default=300, metadata={"help": "Triggered images in the unlearning set."}
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank (mode='lora')."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (mode='lora')."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (mode='lora')."})

@@ -49,7 +49,9 @@ def embedded_scenario(
     clean_path = pretrained_clip_path(pretrain)
     backdoored_path = backdoored_clip_path(backdoor, pretrain)
     _, processor = load_clip(backdoored_path)
-    dataset, task = load_embedded_dataset(pretrain.dataset, image_size=pretrain.architecture.image_size, seed=pretrain.seed)
+    dataset, task = load_embedded_dataset(
+        pretrain.dataset, image_size=pretrain.architecture.image_size, seed=pretrain.seed
+    )
     splits = {name: dataset_to_tensors(dataset[name], processor) for name in ("train", "validation", "test")}
     return EmbeddedScenario(
         clean_path=clean_path,

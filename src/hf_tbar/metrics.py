@@ -15,7 +15,9 @@ def clean_accuracy(predictions, labels) -> float:
     """Top-1 accuracy (a share in [0, 1]) of predictions against true labels."""
     preds, labels = _as_long(predictions), _as_long(labels)
     if preds.shape != labels.shape:
-        raise ValueError(f"predictions {tuple(preds.shape)} and labels {tuple(labels.shape)} differ in length")
+        raise ValueError(
+            f"predictions {tuple(preds.shape)} and labels {tuple(labels.shape)} differ in length"
+        )
     if labels.numel() == 0:
         raise ValueError("cannot compute accuracy over zero examples")
     return (preds == labels).double().mean().item()
@@ -31,7 +33,9 @@ def attack_success_rate(predictions, labels, target: int) -> float:
     """
     preds, labels = _as_long(predictions), _as_long(labels)
     if preds.shape != labels.shape:
-        raise ValueError(f"predictions {tuple(preds.shape)} and labels {tuple(labels.shape)} differ in length")
+        raise ValueError(
+            f"predictions {tuple(preds.shape)} and labels {tuple(labels.shape)} differ in length"
+        )
     keep = labels != int(target)
     if not keep.any():
         raise ValueError(f"no example has a true label other than the target {target}: ASR is undefined")
@@ -51,7 +55,9 @@ def per_class_accuracy(predictions, labels, num_classes: int) -> list[float]:
 def ca_retention(sanitized_ca: float, backdoored_ca: float) -> float:
     """CA(sanitized) / CA(backdoored)."""
     if backdoored_ca <= 0:
-        raise ValueError(f"backdoored clean accuracy must be positive to compute a retention, got {backdoored_ca}")
+        raise ValueError(
+            f"backdoored clean accuracy must be positive to compute a retention, got {backdoored_ca}"
+        )
     return sanitized_ca / backdoored_ca
 
 

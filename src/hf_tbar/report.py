@@ -73,7 +73,9 @@ def build_report(unlearner, result, **extra) -> dict:
     }
 
 
-def plot_sweep(sweep: list[dict], scale: float, path: str | os.PathLike, title: str = "TBAR scale sweep") -> Path:
+def plot_sweep(
+    sweep: list[dict], scale: float, path: str | os.PathLike, title: str = "TBAR scale sweep"
+) -> Path:
     """Plot CA, ASR and target-class accuracy (validation) against the negation scale; mark the chosen one."""
     import matplotlib
 

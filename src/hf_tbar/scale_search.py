@@ -32,18 +32,25 @@ class ScaleSearchConfig:
     """Constraints and budget of the scale search."""
 
     ca_threshold: float = field(
-        default=0.95, metadata={"help": "Keep CA >= ca_threshold x the backdoored model's CA (task-negation practice: 0.95)."}
+        default=0.95,
+        metadata={
+            "help": "Keep CA >= ca_threshold x the backdoored model's CA (task-negation practice: 0.95)."
+        },
     )
     target_threshold: float | None = field(
         default=None,
-        metadata={"help": "Optionally keep target-class accuracy >= target_threshold x the backdoored model's."},
+        metadata={
+            "help": "Optionally keep target-class accuracy >= target_threshold x the backdoored model's."
+        },
     )
     max_scale: float = field(default=3.0, metadata={"help": "Largest scale of the coarse grid."})
     grid_points: int = field(default=7, metadata={"help": "Points of the coarse grid, 0 included."})
     bisection_steps: int = field(default=4, metadata={"help": "Bisection steps at the constraint boundary."})
     asr_tolerance: float = field(
         default=0.01,
-        metadata={"help": "Points whose ASR is within this of the lowest count as ties; ties go to the highest accuracy."},
+        metadata={
+            "help": "Points whose ASR is within this of the lowest count as ties; ties go to the highest accuracy."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -141,7 +148,11 @@ def search_scale(
     def qualifies(p: SweepPoint) -> bool:
         ok = p.clean_accuracy >= config.ca_threshold * baseline.clean_accuracy
         if config.target_threshold is not None and baseline.target_class_accuracy is not None:
-            ok = ok and (p.target_class_accuracy or 0.0) >= config.target_threshold * baseline.target_class_accuracy
+            ok = (
+                ok
+                and (p.target_class_accuracy or 0.0)
+                >= config.target_threshold * baseline.target_class_accuracy
+            )
         return ok
 
     step = config.max_scale / (config.grid_points - 1)
@@ -170,7 +181,11 @@ def search_scale(
         raise NoFeasibleScaleError(
             "no scale > 0 keeps the accuracy constraints "
             f"(CA >= {config.ca_threshold:.2f} x {100 * baseline.clean_accuracy:.1f}%"
-            + (f", target-class accuracy >= {config.target_threshold:.2f} x baseline" if config.target_threshold else "")
+            + (
+                f", target-class accuracy >= {config.target_threshold:.2f} x baseline"
+                if config.target_threshold
+                else ""
+            )
             + "); the sweep was:\n"
             + format_sweep(sweep),
             sweep,

@@ -54,7 +54,10 @@ class TaskVector:
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_state_dicts(
-        cls, base: Mapping[str, torch.Tensor], finetuned: Mapping[str, torch.Tensor], metadata: dict | None = None
+        cls,
+        base: Mapping[str, torch.Tensor],
+        finetuned: Mapping[str, torch.Tensor],
+        metadata: dict | None = None,
     ) -> TaskVector:
         """``finetuned - base`` over the floating-point tensors both state dicts hold.
 
@@ -64,14 +67,20 @@ class TaskVector:
         missing = sorted(set(base) ^ set(finetuned))
         if missing:
             side = "fine-tuned" if missing[0] in base else "base"
-            raise ValueError(f"tensor {missing[0]!r} is missing from the {side} model ({len(missing)} mismatching keys)")
+            raise ValueError(
+                f"tensor {missing[0]!r} is missing from the {side} model ({len(missing)} mismatching keys)"
+            )
         vector = {}
         for name, b in base.items():
             f = finetuned[name]
             if b.shape != f.shape:
-                raise ValueError(f"tensor {name!r} has shape {tuple(b.shape)} in the base and {tuple(f.shape)} in the fine-tuned model")
+                raise ValueError(
+                    f"tensor {name!r} has shape {tuple(b.shape)} in the base and {tuple(f.shape)} in the fine-tuned model"
+                )
             if b.dtype != f.dtype:
-                raise ValueError(f"tensor {name!r} has dtype {b.dtype} in the base and {f.dtype} in the fine-tuned model")
+                raise ValueError(
+                    f"tensor {name!r} has dtype {b.dtype} in the base and {f.dtype} in the fine-tuned model"
+                )
             if b.is_floating_point():
                 vector[name] = (f.detach().float() - b.detach().float()).to(b.dtype).cpu()
         return cls(vector, metadata)
@@ -82,7 +91,9 @@ class TaskVector:
         return cls.from_state_dicts(base.state_dict(), finetuned.state_dict(), metadata)
 
     @classmethod
-    def from_peft_model(cls, peft_model: nn.Module, adapter_name: str = "default", metadata: dict | None = None) -> TaskVector:
+    def from_peft_model(
+        cls, peft_model: nn.Module, adapter_name: str = "default", metadata: dict | None = None
+    ) -> TaskVector:
         """The merged low-rank delta ``scaling * B @ A`` of every LoRA layer, keyed by the base model's
         weight names; no full copy of the model is built.
 
@@ -199,7 +210,9 @@ class TaskVector:
                 raise ValueError(f"the model has no tensor {name!r} that the task vector holds")
             param = state[name]
             if param.shape != delta.shape:
-                raise ValueError(f"tensor {name!r} has shape {tuple(param.shape)} in the model and {tuple(delta.shape)} in the vector")
+                raise ValueError(
+                    f"tensor {name!r} has shape {tuple(param.shape)} in the model and {tuple(delta.shape)} in the vector"
+                )
             param.copy_((param.float() + scale * delta.to(param.device).float()).to(param.dtype))
         return target
 
@@ -210,7 +223,11 @@ class TaskVector:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.vector.items()}
-        save_file(tensors, str(tmp), metadata={"format": "pt", _METADATA_KEY: json.dumps(self.metadata, default=str)})
+        save_file(
+            tensors,
+            str(tmp),
+            metadata={"format": "pt", _METADATA_KEY: json.dumps(self.metadata, default=str)},
+        )
         tmp.replace(path)
         return path
 

@@ -41,7 +41,9 @@ class TinyCLIPConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"TinyCLIPConfig.{name} must be a positive int, got {value!r}")
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.vision_width % self.vision_heads or self.text_width % self.text_heads:
             raise ValueError("vision_width / text_width must be divisible by their numbers of heads")
 
@@ -68,7 +70,9 @@ class TinyCLIPConfig:
         return CLIPConfig(text_config=text, vision_config=vision, projection_dim=self.projection_dim)
 
 
-def build_tiny_clip(config: TinyCLIPConfig, corpus: Iterable[str], seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
+def build_tiny_clip(
+    config: TinyCLIPConfig, corpus: Iterable[str], seed: int = 0
+) -> tuple[CLIPModel, CLIPProcessor]:
     """A randomly initialised CLIP and a matching processor, no download involved.
 
     Args:
@@ -96,7 +100,9 @@ def build_tiny_clip(config: TinyCLIPConfig, corpus: Iterable[str], seed: int = 0
     return model, processor
 
 
-def save_clip(model: CLIPModel, processor: CLIPProcessor, output_dir: str | os.PathLike, overwrite: bool = True) -> Path:
+def save_clip(
+    model: CLIPModel, processor: CLIPProcessor, output_dir: str | os.PathLike, overwrite: bool = True
+) -> Path:
     """Save model (safetensors), tokenizer and image processor into ``output_dir`` atomically.
 
     The folder loads with ``CLIPModel.from_pretrained`` and ``CLIPProcessor.from_pretrained``.

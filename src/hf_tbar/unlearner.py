@@ -53,7 +53,11 @@ class UnlearningResult:
 
     @property
     def ca_retention(self) -> float:
-        return self.after.clean_accuracy / self.before.clean_accuracy if self.before.clean_accuracy else float("nan")
+        return (
+            self.after.clean_accuracy / self.before.clean_accuracy
+            if self.before.clean_accuracy
+            else float("nan")
+        )
 
 
 def make_unlearning_set(
@@ -73,7 +77,9 @@ def make_unlearning_set(
     chosen = clean_pixels[order]
     triggered = trigger(chosen)
     if torch.equal(triggered, chosen):
-        raise ValueError(f"the trigger {trigger.describe()} left every image unchanged: the set carries no trigger")
+        raise ValueError(
+            f"the trigger {trigger.describe()} left every image unchanged: the set carries no trigger"
+        )
     return triggered, torch.full((len(triggered),), int(target), dtype=torch.long)
 
 
@@ -115,9 +121,13 @@ class BackdoorUnlearner:
         if not hasattr(self, "source"):
             self.source = getattr(model, "name_or_path", "") or "in-memory"
         if processor is None:
-            raise ValueError("a CLIPProcessor is needed (pass processor=..., or a checkpoint path that includes one)")
+            raise ValueError(
+                "a CLIPProcessor is needed (pass processor=..., or a checkpoint path that includes one)"
+            )
         if task is None:
-            raise ValueError("the zero-shot task (class names and templates) is needed: pass task=TaskSpec(...)")
+            raise ValueError(
+                "the zero-shot task (class names and templates) is needed: pass task=TaskSpec(...)"
+            )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.processor = processor
@@ -128,9 +138,9 @@ class BackdoorUnlearner:
     # ------------------------------------------------------------------ building blocks
     def classifier(self, model: torch.nn.Module | None = None) -> ZeroShotClassifier:
         """Zero-shot classifier over ``model`` (default: the backdoored model) with the fixed text head."""
-        return ZeroShotClassifier.from_processor(model if model is not None else self.model, self.head, self.processor).to(
-            self.device
-        )
+        return ZeroShotClassifier.from_processor(
+            model if model is not None else self.model, self.head, self.processor
+        ).to(self.device)
 
     def _finetune_vector(self, pixels: torch.Tensor, labels: torch.Tensor, desc: str) -> TaskVector:
         """Fine-tune a copy of the vision tower on ``(pixels, labels)``; return the weight difference."""
@@ -140,7 +150,9 @@ class BackdoorUnlearner:
             for param in work.parameters():
                 param.requires_grad_(False)
             pattern = r".*vision_model\..*\.(" + "|".join(cfg.lora_target_modules) + r")$"
-            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=pattern)
+            lora = LoraConfig(
+                r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=pattern
+            )
             with torch.random.fork_rng():
                 torch.manual_seed(cfg.seed)
                 work = get_peft_model(work, lora)
@@ -148,7 +160,12 @@ class BackdoorUnlearner:
         else:
             params = vision_parameters(work)
         run_training(
-            self.classifier(work), params, TensorDataset(pixels, labels), classification_loss, cfg.finetune_config(), desc=desc
+            self.classifier(work),
+            params,
+            TensorDataset(pixels, labels),
+            classification_loss,
+            cfg.finetune_config(),
+            desc=desc,
         )
         if cfg.mode == "lora":
             return TaskVector.from_peft_model(work, metadata={"mode": "lora"})
@@ -181,9 +198,16 @@ class BackdoorUnlearner:
             if len(triggered_pixels) == 0:
                 raise ValueError("the unlearning set is empty")
             labels = torch.full((len(triggered_pixels),), target, dtype=torch.long)
-        vector = self._finetune_vector(triggered_pixels, labels, desc=f"trigger fine-tuning ({self.config.mode})")
+        vector = self._finetune_vector(
+            triggered_pixels, labels, desc=f"trigger fine-tuning ({self.config.mode})"
+        )
         vector.metadata.update(
-            {"kind": "trigger", "target": target, "unlearning_set_size": len(labels), "trigger": trigger.to_dict() if trigger else None}
+            {
+                "kind": "trigger",
+                "target": target,
+                "unlearning_set_size": len(labels),
+                "trigger": trigger.to_dict() if trigger else None,
+            }
         )
         return vector
 
@@ -193,7 +217,9 @@ class BackdoorUnlearner:
         pool = clean_pixels[labels == target][: self.config.preserve_set_size]
         if len(pool) == 0:
             raise ValueError(f"no clean image of the target class {target} to fit a target-class vector")
-        vector = self._finetune_vector(pool, torch.full((len(pool),), target, dtype=torch.long), desc="target-class fine-tuning")
+        vector = self._finetune_vector(
+            pool, torch.full((len(pool),), target, dtype=torch.long), desc="target-class fine-tuning"
+        )
         vector.metadata.update({"kind": "target-class", "target": target, "images": len(pool)})
         return vector
 
@@ -243,7 +269,10 @@ class BackdoorUnlearner:
         selection = search_scale(evaluate, search)
         logger.info(
             "selected scale %.3f after %d evaluations (validation CA %.1f%%, ASR %.1f%%)",
-            selection.scale, selection.evaluations, 100 * selection.best.clean_accuracy, 100 * selection.best.attack_success_rate,
+            selection.scale,
+            selection.evaluations,
+            100 * selection.best.clean_accuracy,
+            100 * selection.best.attack_success_rate,
         )
         return selection
 
@@ -277,7 +306,9 @@ class BackdoorUnlearner:
 
         def fit_target() -> TaskVector:
             if clean_labels is None:
-                raise ValueError(f"variant {self.config.variant!r} needs clean_labels to find clean target-class images")
+                raise ValueError(
+                    f"variant {self.config.variant!r} needs clean_labels to find clean target-class images"
+                )
             return self.fit_target_vector(clean_pixels, clean_labels, target)
 
         start = time.perf_counter()
@@ -293,11 +324,21 @@ class BackdoorUnlearner:
         after = self.evaluate(test_pixels, test_labels, trigger, target, model=sanitized)
         logger.info("before: %s | after: %s", before.summary(), after.summary())
         return UnlearningResult(
-            model=sanitized, vector=negated, selection=selection, before=before, after=after, trigger=trigger,
-            target=target, config=self.config, unlearning_set_size=int(vector.metadata["unlearning_set_size"]), timings=timings,
+            model=sanitized,
+            vector=negated,
+            selection=selection,
+            before=before,
+            after=after,
+            trigger=trigger,
+            target=target,
+            config=self.config,
+            unlearning_set_size=int(vector.metadata["unlearning_set_size"]),
+            timings=timings,
         )
 
-    def save_pretrained(self, output_dir: str | os.PathLike, result: UnlearningResult, **report_fields) -> Path:
+    def save_pretrained(
+        self, output_dir: str | os.PathLike, result: UnlearningResult, **report_fields
+    ) -> Path:
         """Save the sanitized model as a plain CLIPModel folder plus ``tbar_report.json`` and the scale plot.
 
         The folder is written atomically: on failure nothing is left at ``output_dir``.

@@ -77,8 +77,12 @@ class ZeroShotClassifier(nn.Module):
         super().__init__()
         self.model = model
         self.register_buffer("head", head.detach().clone(), persistent=False)
-        self.register_buffer("mean", torch.as_tensor(image_mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.as_tensor(image_std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.as_tensor(image_mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.as_tensor(image_std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
 
     @classmethod
     def from_processor(cls, model: nn.Module, head: torch.Tensor, processor) -> ZeroShotClassifier:
@@ -97,6 +101,9 @@ class ZeroShotClassifier(nn.Module):
         was_training = self.training
         self.eval()
         device = self.head.device
-        preds = [self(pixels[i : i + batch_size].to(device)).argmax(-1).cpu() for i in range(0, len(pixels), batch_size)]
+        preds = [
+            self(pixels[i : i + batch_size].to(device)).argmax(-1).cpu()
+            for i in range(0, len(pixels), batch_size)
+        ]
         self.train(was_training)
         return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)

@@ -52,7 +52,9 @@ class Trigger(ABC):
 
     def describe(self) -> str:
         """One line for logs and model cards."""
-        params = ", ".join(f"{k}={v}" for k, v in self.to_dict().items() if k != "name" and not isinstance(v, list))
+        params = ", ".join(
+            f"{k}={v}" for k, v in self.to_dict().items() if k != "name" and not isinstance(v, list)
+        )
         return f"{self.name}({params})"
 
 

@@ -39,7 +39,9 @@ def select_poison_indices(
     wanted = round(rate * len(labels))
     if wanted > len(pool):
         kind = "target-class" if clean_label else "non-target"
-        logger.warning("poisoning rate %.3f asks for %d rows but only %d %s rows exist", rate, wanted, len(pool), kind)
+        logger.warning(
+            "poisoning rate %.3f asks for %d rows but only %d %s rows exist", rate, wanted, len(pool), kind
+        )
         wanted = len(pool)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(pool, size=wanted, replace=False))
@@ -94,6 +96,14 @@ def poison_dataset(
                 labels_out[k] = int(target)
         return {image_column: images, label_column: labels_out, "poisoned": [bool(mask[i]) for i in indices]}
 
-    poisoned = dataset.map(poison_batch, with_indices=True, batched=True, batch_size=256, desc=f"poisoning ({trigger.name})")
-    logger.info("poisoned %d of %d rows with %s -> class %d", int(mask.sum()), len(dataset), trigger.describe(), target)
+    poisoned = dataset.map(
+        poison_batch, with_indices=True, batched=True, batch_size=256, desc=f"poisoning ({trigger.name})"
+    )
+    logger.info(
+        "poisoned %d of %d rows with %s -> class %d",
+        int(mask.sum()),
+        len(dataset),
+        trigger.describe(),
+        target,
+    )
     return poisoned

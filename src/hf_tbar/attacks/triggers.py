@@ -100,7 +100,9 @@ class WaNet(Trigger):
         """The sampling grid, shape ``(1, H, W, 2)`` in ``[-1, 1]``."""
         noise = torch.rand((1, 2, self.grid_size, self.grid_size), generator=_generator(self.seed)) * 2 - 1
         noise = noise / noise.abs().mean()
-        flow = F.interpolate(noise, size=(height, width), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+        flow = F.interpolate(noise, size=(height, width), mode="bicubic", align_corners=True).permute(
+            0, 2, 3, 1
+        )
         ys = torch.linspace(-1, 1, height)
         xs = torch.linspace(-1, 1, width)
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")

@@ -21,16 +21,27 @@ class UnlearnArguments:
 
     model: str | None = field(
         default=None,
-        metadata={"help": "Backdoored CLIP folder or Hub id. Default: the embedded backdoored tiny CLIP for --attack."},
+        metadata={
+            "help": "Backdoored CLIP folder or Hub id. Default: the embedded backdoored tiny CLIP for --attack."
+        },
     )
     output_dir: str = field(default="outputs/sanitized", metadata={"help": "Folder of the sanitized model."})
-    dataset: str = field(default="digits", metadata={"help": "Embedded dataset giving the task and the clean images."})
-    attack: str = field(default="badnets", metadata={"help": "Known trigger: badnets, blended, wanet or sig."})
-    attack_params: str = field(default="{}", metadata={"help": "Trigger parameters as JSON, e.g. '{\"alpha\": 0.2}'."})
+    dataset: str = field(
+        default="digits", metadata={"help": "Embedded dataset giving the task and the clean images."}
+    )
+    attack: str = field(
+        default="badnets", metadata={"help": "Known trigger: badnets, blended, wanet or sig."}
+    )
+    attack_params: str = field(
+        default="{}", metadata={"help": "Trigger parameters as JSON, e.g. '{\"alpha\": 0.2}'."}
+    )
     target: int = field(default=0, metadata={"help": "The attack's target class index."})
-    ca_threshold: float = field(default=0.95, metadata={"help": "Keep validation CA >= this x the backdoored CA."})
+    ca_threshold: float = field(
+        default=0.95, metadata={"help": "Keep validation CA >= this x the backdoored CA."}
+    )
     target_threshold: float | None = field(
-        default=0.8, metadata={"help": "Keep validation target-class accuracy >= this x the backdoored one (None: off)."}
+        default=0.8,
+        metadata={"help": "Keep validation target-class accuracy >= this x the backdoored one (None: off)."},
     )
     max_scale: float = field(default=3.0, metadata={"help": "Largest negation scale searched."})
 
@@ -49,7 +60,9 @@ class UnlearnArguments:
         )
 
 
-def run_tbar(args: UnlearnArguments, config: TBARConfig) -> tuple[BackdoorUnlearner, UnlearningResult, object]:
+def run_tbar(
+    args: UnlearnArguments, config: TBARConfig
+) -> tuple[BackdoorUnlearner, UnlearningResult, object]:
     """Load the model and the embedded data, run TBAR, save the sanitized folder."""
     scenario = embedded_scenario(args.attack, json.loads(args.attack_params), target=args.target)
     model_source = args.model or str(scenario.backdoored_path)

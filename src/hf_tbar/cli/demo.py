@@ -16,8 +16,12 @@ HELP = "Offline demo: build a tiny CLIP, backdoor it, remove the backdoor with T
 @dataclass
 class DemoArguments:
     attack: str = field(default="badnets", metadata={"help": "Attack to implant and remove."})
-    output_dir: str = field(default="outputs/demo", metadata={"help": "Where the sanitized model and report go."})
-    variant: str = field(default="target-preserving", metadata={"help": "TBAR variant: plain or target-preserving."})
+    output_dir: str = field(
+        default="outputs/demo", metadata={"help": "Where the sanitized model and report go."}
+    )
+    variant: str = field(
+        default="target-preserving", metadata={"help": "TBAR variant: plain or target-preserving."}
+    )
     mode: str = field(default="full", metadata={"help": "Trigger fine-tuning: full or lora."})
 
 
@@ -31,14 +35,24 @@ def run(demo: DemoArguments) -> int:
     clean = BackdoorUnlearner(scenario.clean_path, task=scenario.task).evaluate(
         *scenario.test, scenario.trigger, scenario.target
     )
-    print(f"\nEmbedded demo: {scenario.trigger.describe()} -> class {scenario.target} "
-          f"({scenario.task.classnames[scenario.target]}), test split of {len(scenario.test[1])} digits\n")
-    print(format_table([
-        ("clean tiny CLIP", clean),
-        ("backdoored", result.before),
-        (f"TBAR {demo.variant}, {demo.mode} (scale {result.selection.scale:.2f})", result.after),
-    ]))
-    print(f"\nCA retention {100 * result.ca_retention:.1f}%, unlearning set {result.unlearning_set_size} triggered images, "
-          f"scale chosen on validation in {result.selection.evaluations} evaluations")
-    print(f"Report: {demo.output_dir}/{REPORT_FILE}  Plot: {demo.output_dir}/{PLOT_FILE}  ({time.perf_counter() - start:.0f}s)")
+    print(
+        f"\nEmbedded demo: {scenario.trigger.describe()} -> class {scenario.target} "
+        f"({scenario.task.classnames[scenario.target]}), test split of {len(scenario.test[1])} digits\n"
+    )
+    print(
+        format_table(
+            [
+                ("clean tiny CLIP", clean),
+                ("backdoored", result.before),
+                (f"TBAR {demo.variant}, {demo.mode} (scale {result.selection.scale:.2f})", result.after),
+            ]
+        )
+    )
+    print(
+        f"\nCA retention {100 * result.ca_retention:.1f}%, unlearning set {result.unlearning_set_size} triggered images, "
+        f"scale chosen on validation in {result.selection.evaluations} evaluations"
+    )
+    print(
+        f"Report: {demo.output_dir}/{REPORT_FILE}  Plot: {demo.output_dir}/{PLOT_FILE}  ({time.perf_counter() - start:.0f}s)"
+    )
     return 0

@@ -11,6 +11,10 @@ DATACLASSES = (UnlearnArguments, TBARConfig)
 
 def run(args: UnlearnArguments, config: TBARConfig) -> int:
     _, result, _ = run_tbar(args, config)
-    print(format_table([("backdoored", result.before), (f"TBAR (scale {result.selection.scale:.2f})", result.after)]))
+    print(
+        format_table(
+            [("backdoored", result.before), (f"TBAR (scale {result.selection.scale:.2f})", result.after)]
+        )
+    )
     print(f"CA retention {100 * result.ca_retention:.1f}%; sanitized model in {args.output_dir}")
     return 0

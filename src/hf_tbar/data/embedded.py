@@ -66,7 +66,9 @@ DIGIT_TEMPLATES = (
 DIGITS_TASK = TaskSpec(classnames=DIGIT_NAMES, templates=DIGIT_TEMPLATES)
 
 
-def _stratified_splits(labels: np.ndarray, fractions: tuple[float, float], seed: int) -> dict[str, np.ndarray]:
+def _stratified_splits(
+    labels: np.ndarray, fractions: tuple[float, float], seed: int
+) -> dict[str, np.ndarray]:
     """Per-class shuffle, then cut each class into validation / test / train by ``fractions``."""
     rng = np.random.default_rng(seed)
     parts: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
@@ -123,5 +125,7 @@ def load_embedded_dataset(name: str = "digits", **kwargs) -> tuple[DatasetDict, 
     try:
         builder = EMBEDDED_DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown embedded dataset {name!r}; available: {sorted(EMBEDDED_DATASETS)}") from None
+        raise ValueError(
+            f"unknown embedded dataset {name!r}; available: {sorted(EMBEDDED_DATASETS)}"
+        ) from None
     return builder(**kwargs)

@@ -23,7 +23,9 @@ def validate_pixels(pixels: torch.Tensor, name: str = "images") -> torch.Tensor:
     if not isinstance(pixels, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, 3, H, W), got {type(pixels).__name__}")
     if not pixels.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1], got dtype {pixels.dtype}")
+        raise TypeError(
+            f"{name} must be a floating-point tensor with values in [0, 1], got dtype {pixels.dtype}"
+        )
     if pixels.ndim != 4 or pixels.shape[1] != 3:
         raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(pixels.shape)}")
     return pixels
@@ -50,7 +52,11 @@ def images_to_tensor(images: list, processor) -> torch.Tensor:
 
 
 def dataset_to_tensors(
-    dataset: Dataset, processor, image_column: str = "image", label_column: str = "label", batch_size: int = 256
+    dataset: Dataset,
+    processor,
+    image_column: str = "image",
+    label_column: str = "label",
+    batch_size: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn an image-classification dataset into ``(pixels in [0, 1] of shape (N, 3, H, W), labels (N,))``.
 

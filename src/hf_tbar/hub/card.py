@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import json
 import shlex
 from collections.abc import Sequence
 from importlib import resources
@@ -116,7 +116,10 @@ def reproduce_command(report: dict[str, Any], output_dir: str = "sanitized") -> 
         ("--model", report.get("base_model")),
         ("--dataset", report.get("dataset")),
         ("--attack", trigger.get("name")),
-        ("--attack_params", json.dumps({k: v for k, v in trigger.items() if k != "name"}) if trigger else None),
+        (
+            "--attack_params",
+            json.dumps({k: v for k, v in trigger.items() if k != "name"}) if trigger else None,
+        ),
         ("--target", report.get("target_class")),
         ("--mode", recipe.get("mode")),
         ("--variant", recipe.get("variant")),

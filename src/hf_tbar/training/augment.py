@@ -24,6 +24,8 @@ def random_affine(
     scale = 1 + (torch.rand(batch, device=device, dtype=dtype) * 2 - 1) * max_scale
     shift = (torch.rand(batch, 2, device=device, dtype=dtype) * 2 - 1) * 2 * max_shift
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
     grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
     return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -31,10 +31,16 @@ BACKDOOR_RECIPE_FILE = "backdoor_recipe.json"
 class BackdoorConfig:
     """How the attacker poisons and fine-tunes. The default parameters follow BackdoorBench."""
 
-    attack: str = field(default="badnets", metadata={"help": "Registered trigger name (badnets, blended, wanet, sig)."})
-    attack_params: dict = field(default_factory=dict, metadata={"help": "Trigger parameters, e.g. {'alpha': 0.2}."})
+    attack: str = field(
+        default="badnets", metadata={"help": "Registered trigger name (badnets, blended, wanet, sig)."}
+    )
+    attack_params: dict = field(
+        default_factory=dict, metadata={"help": "Trigger parameters, e.g. {'alpha': 0.2}."}
+    )
     target: int = field(default=0, metadata={"help": "Target class index of the all-to-one attack."})
-    poison_rate: float = field(default=0.1, metadata={"help": "Share of the training split poisoned, in (0, 1]."})
+    poison_rate: float = field(
+        default=0.1, metadata={"help": "Share of the training split poisoned, in (0, 1]."}
+    )
     steps: int = field(default=300, metadata={"help": "Fine-tuning steps of the vision tower."})
     batch_size: int = field(default=64, metadata={"help": "Images per step."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
@@ -52,7 +58,11 @@ class BackdoorConfig:
 
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(
-            steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed, warmup_steps=10
+            steps=self.steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+            warmup_steps=10,
         )
 
     def to_dict(self) -> dict:
@@ -86,10 +96,16 @@ def backdoor_clip(
     task.check_label(config.target)
     poisoned = poison_dataset(train, config.trigger(), config.target, config.poison_rate, seed=config.seed)
     pixels, labels = dataset_to_tensors(poisoned, processor)
-    classifier = ZeroShotClassifier.from_processor(model, build_zero_shot_head(model, processor.tokenizer, task), processor)
+    classifier = ZeroShotClassifier.from_processor(
+        model, build_zero_shot_head(model, processor.tokenizer, task), processor
+    )
     params = vision_parameters(model)
     run_training(
-        classifier, params, TensorDataset(pixels, labels), classification_loss, config.finetune_config(),
+        classifier,
+        params,
+        TensorDataset(pixels, labels),
+        classification_loss,
+        config.finetune_config(),
         desc=f"backdooring ({config.attack})",
     )
     for param in model.parameters():
@@ -98,7 +114,9 @@ def backdoor_clip(
     return model, poisoned
 
 
-def backdoored_clip_path(backdoor: BackdoorConfig | None = None, pretrain: PretrainConfig | None = None) -> Path:
+def backdoored_clip_path(
+    backdoor: BackdoorConfig | None = None, pretrain: PretrainConfig | None = None
+) -> Path:
     """Path of a cached backdoored tiny CLIP (the clean one fine-tuned on a poisoned train split).
 
     The folder is a plain CLIP checkpoint plus ``backdoor_recipe.json`` (trigger, target, rate).
@@ -111,7 +129,9 @@ def backdoored_clip_path(backdoor: BackdoorConfig | None = None, pretrain: Pretr
     if (path / "config.json").is_file():
         return path
     model, processor = load_clip(pretrained_clip_path(pretrain))
-    dataset, task = load_embedded_dataset(pretrain.dataset, image_size=pretrain.architecture.image_size, seed=pretrain.seed)
+    dataset, task = load_embedded_dataset(
+        pretrain.dataset, image_size=pretrain.architecture.image_size, seed=pretrain.seed
+    )
     backdoor_clip(model, processor, task, dataset["train"], backdoor)
     with atomic_output_dir(path) as tmp:
         model.save_pretrained(tmp)

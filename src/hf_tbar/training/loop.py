@@ -28,9 +28,13 @@ class FinetuneConfig:
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step."}
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
-    mixed_precision: str = field(default="no", metadata={"help": "Accelerate mixed precision: no, fp16 or bf16."})
+    mixed_precision: str = field(
+        default="no", metadata={"help": "Accelerate mixed precision: no, fp16 or bf16."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of shuffling, augmentation and initialisation."})
 
     def __post_init__(self) -> None:
@@ -47,7 +51,9 @@ class FinetuneConfig:
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
             raise ValueError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+            raise ValueError(
+                f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
+            )
 
 
 def _cycle(loader: DataLoader) -> Iterator:

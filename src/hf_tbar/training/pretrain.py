@@ -6,7 +6,6 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
@@ -26,7 +25,9 @@ class PretrainConfig:
     """Recipe of the embedded "foundation" CLIP. Its hash keys the cache, so it is trained once."""
 
     dataset: str = field(default="digits", metadata={"help": "Embedded dataset name."})
-    architecture: TinyCLIPConfig = field(default_factory=TinyCLIPConfig, metadata={"help": "Tiny CLIP shape."})
+    architecture: TinyCLIPConfig = field(
+        default_factory=TinyCLIPConfig, metadata={"help": "Tiny CLIP shape."}
+    )
     steps: int = field(default=600, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=128, metadata={"help": "Images per step."})
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate."})
@@ -62,8 +63,12 @@ def pretrain_clip(config: PretrainConfig, output_dir: str | Path) -> Path:
     The loss is cross-entropy of image embeddings against the prompt-ensembled class embeddings,
     recomputed each step so the text tower learns too. Saves a complete checkpoint at ``output_dir``.
     """
-    dataset, task = load_embedded_dataset(config.dataset, image_size=config.architecture.image_size, seed=config.seed)
-    model, processor = build_tiny_clip(config.architecture, [*task.classnames, *task.templates], seed=config.seed)
+    dataset, task = load_embedded_dataset(
+        config.dataset, image_size=config.architecture.image_size, seed=config.seed
+    )
+    model, processor = build_tiny_clip(
+        config.architecture, [*task.classnames, *task.templates], seed=config.seed
+    )
     pixels, labels = dataset_to_tensors(dataset["train"], processor)
     tokenizer = processor.tokenizer
 
@@ -76,7 +81,9 @@ def pretrain_clip(config: PretrainConfig, output_dir: str | Path) -> Path:
         return F.cross_entropy(clip.logit_scale.exp() * features @ head.T, targets)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    run_training(model, params, TensorDataset(pixels, labels), loss_fn, config.finetune_config(), desc="pretraining")
+    run_training(
+        model, params, TensorDataset(pixels, labels), loss_fn, config.finetune_config(), desc="pretraining"
+    )
     model.eval()
     return save_clip(model, processor, output_dir)
 
