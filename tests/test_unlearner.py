@@ -79,3 +79,24 @@ def test_tbar_removes_the_embedded_backdoor_and_keeps_clean_accuracy(badnets_sce
     reloaded = CLIPModel.from_pretrained(out).eval()
     pixels = sc.test[0][:16]
     assert torch.equal(unlearner.classifier(reloaded)(pixels), unlearner.classifier(result.model)(pixels))
+
+
+def test_push_to_hub_dry_run_writes_the_card_without_network(badnets_scenario, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from hf_tbar.scale_search import ScaleSearchConfig
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a dry run must not create a Hub client")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", no_network)
+    sc = badnets_scenario
+    unlearner = BackdoorUnlearner(
+        sc.backdoored_path, task=sc.task, config=TBARConfig(steps=10, unlearning_set_size=100)
+    )
+    result = unlearner.unlearn(
+        sc.trigger, sc.target, sc.train[0], sc.validation, sc.test, search=ScaleSearchConfig(ca_threshold=0.9)
+    )
+    unlearner.push_to_hub("me/clip-clean", result, dry_run_dir=tmp_path / "staged", force=True)
+    files = {p.name for p in (tmp_path / "staged").iterdir()}
+    assert {"README.md", "model.safetensors", "config.json", "tbar_report.json"} <= files

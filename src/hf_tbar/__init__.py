@@ -25,6 +25,15 @@ from .config import TBARConfig
 from .data import TaskSpec, dataset_to_tensors, load_embedded_dataset
 from .embedded import EmbeddedScenario, embedded_scenario
 from .evaluation import EvalResult, evaluate_classifier
+from .hub import (
+    HubPushError,
+    PushConfig,
+    PushResult,
+    SafetyGateError,
+    build_model_card,
+    check_safety_gate,
+    push_sanitized_model,
+)
 from .metrics import attack_success_rate, ca_retention, clean_accuracy, load_metric, per_class_accuracy
 from .scale_search import NoFeasibleScaleError, ScaleSearchConfig, ScaleSelection, search_scale
 from .task_vector import TaskVector
@@ -46,9 +55,13 @@ __all__ = [
     "EmbeddedScenario",
     "EvalResult",
     "FinetuneConfig",
+    "HubPushError",
     "NoFeasibleScaleError",
     "PretrainConfig",
+    "PushConfig",
+    "PushResult",
     "SIG",
+    "SafetyGateError",
     "ScaleSearchConfig",
     "ScaleSelection",
     "TBARConfig",
@@ -65,10 +78,12 @@ __all__ = [
     "attack_success_rate",
     "backdoor_clip",
     "backdoored_clip_path",
+    "build_model_card",
     "build_tiny_clip",
     "build_trigger",
     "build_zero_shot_head",
     "ca_retention",
+    "check_safety_gate",
     "clean_accuracy",
     "dataset_to_tensors",
     "embedded_scenario",
@@ -81,6 +96,7 @@ __all__ = [
     "poison_dataset",
     "pretrain_clip",
     "pretrained_clip_path",
+    "push_sanitized_model",
     "register_variant",
     "save_clip",
     "search_scale",

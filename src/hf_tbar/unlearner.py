@@ -346,3 +346,32 @@ class BackdoorUnlearner:
         from .report import save_sanitized
 
         return save_sanitized(output_dir, self, result, **report_fields)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        result: UnlearningResult,
+        dry_run_dir: str | os.PathLike | None = None,
+        **push_options,
+    ):
+        """Save the sanitized model to a temporary folder and push it (card, report, plot) as one Hub commit.
+
+        Args:
+            repo_id: Target repository, e.g. ``"me/clip-sanitized"``.
+            result: The output of :meth:`unlearn`.
+            dry_run_dir: Write exactly what would be pushed here instead of pushing.
+            **push_options: Fields of :class:`~hf_tbar.hub.PushConfig` (``private``, ``revision``, ``create_pr``,
+                ``commit_message``, ``token``, ``max_asr``, ``min_ca_retention``, ``force``).
+
+        Returns:
+            The :class:`~hf_tbar.hub.PushResult`. The safety gate refuses a model whose verified ASR or CA
+            retention misses its threshold unless ``force=True``.
+        """
+        import tempfile
+
+        from .hub import PushConfig, push_sanitized_model
+
+        config = PushConfig(repo_id=repo_id, dry_run=dry_run_dir is not None, **push_options)
+        with tempfile.TemporaryDirectory(prefix="hf_tbar-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "sanitized", result)
+            return push_sanitized_model(folder, config, dry_run_dir=dry_run_dir)
