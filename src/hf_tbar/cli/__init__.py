@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "demo": "hf_tbar.cli.demo",
     "unlearn": "hf_tbar.cli.unlearn",
     "push": "hf_tbar.cli.push",
+    "arithmetic": "hf_tbar.cli.arithmetic",
 }
 
 
