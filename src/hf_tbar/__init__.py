@@ -23,6 +23,14 @@ from .attacks import (
 )
 from .config import TBARConfig
 from .data import TaskSpec, dataset_to_tensors, load_embedded_dataset
+from .detection import (
+    DecreeConfig,
+    DecreeResult,
+    InvertedTrigger,
+    TargetEstimate,
+    estimate_target,
+    invert_trigger,
+)
 from .embedded import EmbeddedScenario, embedded_scenario
 from .evaluation import EvalResult, evaluate_classifier
 from .hub import (
@@ -52,10 +60,13 @@ __all__ = [
     "BackdoorUnlearner",
     "BadNets",
     "Blended",
+    "DecreeConfig",
+    "DecreeResult",
     "EmbeddedScenario",
     "EvalResult",
     "FinetuneConfig",
     "HubPushError",
+    "InvertedTrigger",
     "NoFeasibleScaleError",
     "PretrainConfig",
     "PushConfig",
@@ -66,6 +77,7 @@ __all__ = [
     "ScaleSelection",
     "TBARConfig",
     "TRIGGERS",
+    "TargetEstimate",
     "TaskSpec",
     "TaskVector",
     "TinyCLIPConfig",
@@ -87,7 +99,9 @@ __all__ = [
     "clean_accuracy",
     "dataset_to_tensors",
     "embedded_scenario",
+    "estimate_target",
     "evaluate_classifier",
+    "invert_trigger",
     "load_clip",
     "load_embedded_dataset",
     "load_metric",

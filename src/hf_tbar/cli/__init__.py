@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "unlearn": "hf_tbar.cli.unlearn",
     "push": "hf_tbar.cli.push",
     "arithmetic": "hf_tbar.cli.arithmetic",
+    "scan": "hf_tbar.cli.scan",
 }
 
 

@@ -1,0 +1,429 @@
+"""DECREE (Feng et al., CVPR 2023): trigger inversion and backdoor detection on a CLIP image encoder.
+
+From unlabelled clean images only, DECREE searches for the smallest mask ``m`` and a pattern ``p``
+such that the stamped images ``x' = (1 - m) x + m p`` all land on (nearly) the same embedding. A
+backdoored encoder has such a shortcut - its trigger - while a clean encoder needs to overwrite most
+of the image. The normalised mask norm ``PL1 = |m|_1 / (H W 3)`` is the detection statistic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import CLIPVisionModelWithProjection
+
+from ..data.pixels import normalize_pixels, validate_pixels
+from ..zeroshot import encode_images, unwrap_clip
+from .inverted import InvertedTrigger, logit_to_unit, unit_to_logit
+
+logger = logging.getLogger(__name__)
+
+
+def _positive_int(value: Any, what: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
+
+
+def _positive_float(value: Any, what: str) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{what} must be a positive finite number, got {value!r}")
+
+
+@dataclass
+class DecreeConfig:
+    """Settings of DECREE's trigger inversion and of the detection rule (paper defaults unless noted).
+
+    The two thresholds are calibrated on the embedded 0.8M-parameter CLIP (32 px digits): there even
+    the true BadNets trigger only brings the embeddings to a mean cosine of ~0.75, so the paper's 0.99
+    is reached by none of the real triggers and every encoder - clean or not - collapses under a
+    small universal adversarial mask (PL1 0.05-0.09). At 0.6 the clean encoder needs PL1 ~0.016 and
+    the backdoored ones 0.004-0.008. For foundation-size encoders use :meth:`paper`.
+    """
+
+    steps: int = field(default=1000, metadata={"help": "Maximum optimisation steps (one batch per step)."})
+    batch_size: int = field(
+        default=64, metadata={"help": "Clean images per step (>= 2: the loss is pairwise)."}
+    )
+    learning_rate: float = field(
+        default=0.1, metadata={"help": "Adam learning rate on the mask/pattern logits."}
+    )
+    init_lambda: float = field(default=1e-3, metadata={"help": "Initial weight of the mask L1 penalty."})
+    lambda_multiplier: float = field(
+        default=5.0, metadata={"help": "Factor lambda is multiplied/divided by."}
+    )
+    lambda_patience: int = field(
+        default=5,
+        metadata={"help": "Consecutive steps above/below the cosine threshold before lambda changes."},
+    )
+    min_lambda: float = field(default=1e-7, metadata={"help": "Lambda is not divided below this value."})
+    max_lambda: float = field(default=1e5, metadata={"help": "Lambda is not multiplied above this value."})
+    cosine_threshold: float = field(
+        default=0.6,
+        metadata={
+            "help": "Mean pairwise cosine similarity a trigger must reach to count as found. 0.6 is calibrated on "
+            "the embedded tiny CLIPs; the paper uses 0.99 for foundation-size encoders (see DecreeConfig.paper())."
+        },
+    )
+    early_stop_patience: int = field(
+        default=50,
+        metadata={
+            "help": "Stop once this many successful steps since the last improvement found no smaller mask."
+        },
+    )
+    detection_threshold: float = field(
+        default=0.01,
+        metadata={
+            "help": "PL1 below this flags the encoder as backdoored. 0.01 is calibrated on the embedded tiny CLIPs "
+            "(with cosine_threshold 0.6); the paper uses 0.1 (with 0.99)."
+        },
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the mask/pattern initialisation and batch order."}
+    )
+    eps: float = field(
+        default=1e-7, metadata={"help": "Keeps tanh(.) / (2 - eps) + 0.5 strictly inside (0, 1)."}
+    )
+
+    def __post_init__(self) -> None:
+        _positive_int(self.steps, "steps")
+        _positive_int(self.batch_size, "batch_size", minimum=2)
+        _positive_int(self.lambda_patience, "lambda_patience")
+        _positive_int(self.early_stop_patience, "early_stop_patience")
+        _positive_int(self.seed, "seed", minimum=0)
+        for name in ("learning_rate", "init_lambda", "min_lambda", "max_lambda"):
+            _positive_float(getattr(self, name), name)
+        _positive_float(self.lambda_multiplier, "lambda_multiplier")
+        if self.lambda_multiplier <= 1:
+            raise ValueError(f"lambda_multiplier must be > 1, got {self.lambda_multiplier}")
+        if not self.min_lambda <= self.init_lambda <= self.max_lambda:
+            raise ValueError(
+                f"init_lambda {self.init_lambda} must lie in [min_lambda, max_lambda] = [{self.min_lambda}, {self.max_lambda}]"
+            )
+        if not (-1.0 < self.cosine_threshold <= 1.0):
+            raise ValueError(f"cosine_threshold must be in (-1, 1], got {self.cosine_threshold}")
+        if not (0.0 < self.detection_threshold <= 1.0):
+            raise ValueError(f"detection_threshold must be in (0, 1], got {self.detection_threshold}")
+        if not (0.0 < self.eps < 1.0):
+            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> DecreeConfig:
+        """The paper's calibration for foundation-size CLIP encoders: cosine threshold 0.99, PL1 threshold 0.1."""
+        return cls(**{"cosine_threshold": 0.99, "detection_threshold": 0.1, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- adaptive lambda ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LambdaState:
+    """Weight of the mask penalty and the runs of consecutive steps above / below the cosine threshold."""
+
+    value: float
+    above: int = 0
+    below: int = 0
+
+
+def update_lambda(
+    state: LambdaState,
+    succeeded: bool,
+    multiplier: float = 5.0,
+    patience: int = 5,
+    min_value: float = 1e-7,
+    max_value: float = 1e5,
+) -> LambdaState:
+    """DECREE's lambda schedule, one step: a pure function of the previous state and this step's outcome.
+
+    After ``patience`` consecutive successful steps (similarity above the threshold) lambda is multiplied
+    by ``multiplier`` (shrink the mask harder); after ``patience`` consecutive failures it is divided
+    (let the mask grow). The run that triggered a change restarts from zero. Lambda stays within
+    ``[min_value, max_value]``: a change that would leave the range is skipped.
+    """
+    above, below = (state.above + 1, 0) if succeeded else (0, state.below + 1)
+    value = state.value
+    if above >= patience:
+        value = value * multiplier if value * multiplier <= max_value else value
+        above = 0
+    elif below >= patience:
+        value = value / multiplier if value / multiplier >= min_value else value
+        below = 0
+    return LambdaState(value=value, above=above, below=below)
+
+
+# --- encoders -------------------------------------------------------------------------------------
+
+ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _clip_encoder(model: nn.Module) -> tuple[ImageEncoder, int]:
+    clip = unwrap_clip(model)
+    return (lambda pixel_values: encode_images(clip, pixel_values)), int(clip.config.vision_config.image_size)
+
+
+def _vision_with_projection_encoder(model: nn.Module) -> tuple[ImageEncoder, int]:
+    def encode(pixel_values: torch.Tensor) -> torch.Tensor:
+        return F.normalize(model(pixel_values=pixel_values).image_embeds, dim=-1)
+
+    return encode, int(model.config.image_size)
+
+
+def image_encoder(model: nn.Module) -> tuple[ImageEncoder, int]:
+    """The L2-normalised image encoder of ``model`` and its input side in pixels.
+
+    Accepts a :class:`~transformers.CLIPModel` (possibly PEFT/Accelerate-wrapped) or a
+    :class:`~transformers.CLIPVisionModelWithProjection`.
+
+    Raises:
+        TypeError: the model has no CLIP vision tower (e.g. a ``CLIPTextModel``).
+    """
+    if isinstance(model, CLIPVisionModelWithProjection):
+        return _vision_with_projection_encoder(model)
+    try:
+        return _clip_encoder(model)
+    except TypeError:
+        raise TypeError(
+            f"DECREE needs a CLIP image encoder (CLIPModel or CLIPVisionModelWithProjection), got "
+            f"{type(model).__name__}, which has no vision tower"
+        ) from None
+
+
+def check_clean_pixels(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Validate clean ``[0, 1]`` images ``(B, 3, H, W)`` for a model that reads ``image_size`` px squares.
+
+    Raises:
+        TypeError: not a floating-point tensor (names the dtype).
+        ValueError: fewer than 2 images, wrong shape or size (names both sizes), values outside ``[0, 1]``.
+    """
+    validate_pixels(pixels, "clean_pixels")
+    if pixels.shape[0] < 2:
+        raise ValueError(
+            f"DECREE needs at least 2 clean images (its loss compares pairs), got {pixels.shape[0]}"
+        )
+    if tuple(pixels.shape[-2:]) != (image_size, image_size):
+        height, width = pixels.shape[-2:]
+        raise ValueError(
+            f"clean_pixels are {height}x{width} px but the model reads {image_size}x{image_size} px images; "
+            "resize them with the model's image processor"
+        )
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"clean_pixels must be un-normalised pixels in [0, 1], got values in [{low:.4g}, {high:.4g}]"
+        )
+    return pixels
+
+
+# --- inversion ------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecreeResult:
+    """Outcome of :func:`invert_trigger`.
+
+    Attributes:
+        trigger: The inverted trigger: the smallest successful one, or the last one if none succeeded.
+        mask_l1: ``|m|_1`` over the mask's three colour channels, ``3 * sum(m)``.
+        pl1: ``mask_l1 / (H W 3)``, in ``[0, 1]``.
+        similarity: Mean pairwise cosine similarity of the stamped batch for that trigger.
+        found: Whether any step reached ``cosine_threshold``.
+        is_backdoored: The verdict, ``found and pl1 < threshold``.
+        threshold: The PL1 detection threshold used.
+        steps: Optimisation steps run (early stopping may end before ``config.steps``).
+        best_step: Step (0-based) at which ``trigger`` was recorded.
+        final_lambda: Lambda when the run ended.
+    """
+
+    trigger: InvertedTrigger
+    mask_l1: float
+    pl1: float
+    similarity: float
+    found: bool
+    is_backdoored: bool
+    threshold: float
+    steps: int
+    best_step: int
+    final_lambda: float
+
+    def to_dict(self, include_trigger: bool = False) -> dict[str, Any]:
+        """JSON-serialisable summary; ``include_trigger`` adds the full trigger (mask and pattern lists)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "trigger"}
+        out["trigger"] = self.trigger.to_dict() if include_trigger else self.trigger.describe()
+        return out
+
+
+def mean_pairwise_cosine(embeddings: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity over all ordered pairs ``i != j`` of L2-normalised embeddings ``(B, D)``, B >= 2."""
+    gram = embeddings @ embeddings.T
+    count = embeddings.shape[0]
+    return (gram.sum() - gram.diagonal().sum()) / (count * (count - 1))
+
+
+def _batches(count: int, batch_size: int, generator: torch.Generator):
+    """Endless index batches of exactly ``batch_size``: reshuffled every epoch, incomplete tails dropped."""
+    while True:
+        order = torch.randperm(count, generator=generator)
+        for start in range(0, count - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+class _FrozenModel:
+    """Context manager: eval mode and ``requires_grad=False`` on every parameter, both restored on exit."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> nn.Module:
+        self.training = self.model.training
+        self.flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        for param, _ in self.flags:
+            param.requires_grad_(False)
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        for param, flag in self.flags:
+            param.requires_grad_(flag)
+        self.model.train(self.training)
+
+
+def invert_trigger(
+    model: nn.Module, processor, clean_pixels: torch.Tensor, config: DecreeConfig | None = None
+) -> DecreeResult:
+    """Reverse-engineer a trigger of ``model``'s image encoder with DECREE, and give the detection verdict.
+
+    The model is frozen during the search and left unmodified (its ``requires_grad`` flags and
+    train/eval mode are restored); only the mask and pattern logits are optimised.
+
+    Args:
+        model: A CLIP model with a vision tower (see :func:`image_encoder`).
+        processor: Its ``CLIPProcessor`` or image processor (for the mean/std normalisation).
+        clean_pixels: Unlabelled clean images ``(N, 3, S, S)`` in ``[0, 1]``, ``N >= 2``, at the model's
+            input side ``S``. They stay on their device; batches move to the model's device.
+        config: Optimisation and detection settings.
+
+    Returns:
+        A :class:`DecreeResult` holding the trigger with the smallest mask among the steps whose
+        similarity reached ``config.cosine_threshold``, its PL1 and the verdict.
+    """
+    config = config or DecreeConfig()
+    encode, image_size = image_encoder(model)
+    check_clean_pixels(clean_pixels, image_size)
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else clean_pixels.device
+    model_dtype = first.dtype if first is not None else torch.float32
+
+    generator = torch.Generator().manual_seed(config.seed)
+    mask_logit = unit_to_logit(torch.rand((image_size, image_size), generator=generator), config.eps)
+    pattern_logit = unit_to_logit(torch.rand((3, image_size, image_size), generator=generator), config.eps)
+    mask_logit = mask_logit.to(device).requires_grad_(True)
+    pattern_logit = pattern_logit.to(device).requires_grad_(True)
+    optimizer = torch.optim.Adam([mask_logit, pattern_logit], lr=config.learning_rate, betas=(0.5, 0.9))
+
+    batch_size = min(config.batch_size, clean_pixels.shape[0])
+    batches = _batches(clean_pixels.shape[0], batch_size, generator)
+    lam = LambdaState(config.init_lambda)
+    best: tuple[torch.Tensor, torch.Tensor, float, float, int] | None = None
+    stale, steps_run = 0, 0
+    mask = pattern = None
+    similarity_value = float("nan")
+
+    with _FrozenModel(model), tqdm(range(config.steps), desc="DECREE inversion", leave=False) as progress:
+        for step in progress:
+            batch = clean_pixels[next(batches)].to(device=device, dtype=torch.float32)
+            mask = logit_to_unit(mask_logit, config.eps)
+            pattern = logit_to_unit(pattern_logit, config.eps)
+            stamped = (1.0 - mask) * batch + mask * pattern
+            embeddings = encode(normalize_pixels(stamped, processor).to(model_dtype)).float()
+            similarity = mean_pairwise_cosine(embeddings)
+            mask_l1 = 3.0 * mask.sum()
+            loss = -similarity + lam.value * mask_l1
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+            steps_run = step + 1
+            similarity_value, l1_value = float(similarity.detach()), float(mask_l1.detach())
+            succeeded = similarity_value >= config.cosine_threshold
+            if succeeded and (best is None or l1_value < best[2]):
+                best = (mask.detach().clone(), pattern.detach().clone(), l1_value, similarity_value, step)
+                stale = 0
+            elif succeeded:
+                stale += 1  # only successful steps count: failing ones are still searching
+            lam = update_lambda(
+                lam,
+                succeeded,
+                config.lambda_multiplier,
+                config.lambda_patience,
+                config.min_lambda,
+                config.max_lambda,
+            )
+            progress.set_postfix(
+                cos=f"{similarity_value:.4f}",
+                pl1=f"{l1_value / (3 * image_size**2):.4f}",
+                lam=f"{lam.value:.1e}",
+            )
+            if best is not None and stale >= config.early_stop_patience:
+                logger.info(
+                    "DECREE: early stop at step %d (%d successful steps without a smaller mask)", step, stale
+                )
+                break
+
+    if best is None:
+        logger.warning(
+            "DECREE: no step reached the cosine threshold %.4f in %d steps (last similarity %.4f); "
+            "reporting the last trigger, the encoder is not flagged",
+            config.cosine_threshold,
+            steps_run,
+            similarity_value,
+        )
+        best = (
+            mask.detach(),
+            pattern.detach(),
+            float(3.0 * mask.detach().sum()),
+            similarity_value,
+            steps_run - 1,
+        )
+    best_mask, best_pattern, best_l1, best_similarity, best_step = best
+    trigger = InvertedTrigger(
+        mask=best_mask.cpu().clamp(0, 1), pattern=best_pattern.cpu().clamp(0, 1), seed=config.seed
+    )
+    found = best_similarity >= config.cosine_threshold
+    pl1 = best_l1 / (3 * image_size**2)
+    result = DecreeResult(
+        trigger=trigger,
+        mask_l1=best_l1,
+        pl1=pl1,
+        similarity=best_similarity,
+        found=found,
+        is_backdoored=bool(found and pl1 < config.detection_threshold),
+        threshold=config.detection_threshold,
+        steps=steps_run,
+        best_step=best_step,
+        final_lambda=lam.value,
+    )
+    logger.info(
+        "DECREE: PL1 %.4f (threshold %.3f), similarity %.4f, %d steps -> %s",
+        pl1,
+        config.detection_threshold,
+        best_similarity,
+        steps_run,
+        "backdoored" if result.is_backdoored else "not flagged",
+    )
+    return result

@@ -1,0 +1,171 @@
+"""The trigger recovered by trigger inversion: a soft mask and a pattern, ``x' = (1 - m) x + m p``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..attacks.base import Trigger, register_trigger
+
+PLACEHOLDER_SIZE = 32  # side of the seeded random trigger built without mask and pattern
+
+
+def _as_tensor(value: Any, what: str, ndim: int) -> torch.Tensor:
+    """A float32 CPU tensor of rank ``ndim`` with finite values in ``[0, 1]``, from a tensor or nested lists."""
+    try:
+        tensor = torch.as_tensor(value, dtype=torch.float32).detach().cpu().clone()
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{what} must be a tensor or nested lists of numbers, got {type(value).__name__}"
+        ) from err
+    if tensor.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} dimensions, got shape {tuple(tensor.shape)}")
+    if tensor.numel() == 0:
+        raise ValueError(f"{what} is empty: shape {tuple(tensor.shape)}")
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{what} has non-finite values")
+    low, high = float(tensor.min()), float(tensor.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"{what} must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+    return tensor
+
+
+@register_trigger
+@dataclass(frozen=True, eq=False)
+class InvertedTrigger(Trigger):
+    """A reverse-engineered trigger (e.g. by DECREE): ``x' = (1 - m) x + m p``.
+
+    Args:
+        mask: Soft mask ``m`` of shape ``(H, W)`` in ``[0, 1]`` (tensor or nested lists).
+        pattern: Pattern ``p`` of shape ``(3, H, W)`` in ``[0, 1]`` pixel units (tensor or nested lists).
+        seed: Seed of the inversion that produced it (the trigger itself is deterministic).
+
+    Images of another size than ``(H, W)`` get the mask and pattern resized bilinearly. Built with
+    neither mask nor pattern (``build_trigger("inverted", seed=s)``), it is a seeded random 32x32
+    placeholder, so that every registered trigger can be built from its name and seed.
+    """
+
+    name = "inverted"
+    mask: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    pattern: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mask is None and self.pattern is None:
+            generator = torch.Generator().manual_seed(int(self.seed))
+            object.__setattr__(
+                self, "mask", torch.rand((PLACEHOLDER_SIZE, PLACEHOLDER_SIZE), generator=generator)
+            )
+            object.__setattr__(
+                self, "pattern", torch.rand((3, PLACEHOLDER_SIZE, PLACEHOLDER_SIZE), generator=generator)
+            )
+        if self.mask is None or self.pattern is None:
+            raise ValueError("an inverted trigger needs both a mask (H, W) and a pattern (3, H, W)")
+        mask = _as_tensor(self.mask, "mask", 2)
+        pattern = _as_tensor(self.pattern, "pattern", 3)
+        if pattern.shape[0] != 3 or pattern.shape[1:] != mask.shape:
+            raise ValueError(
+                f"pattern must have shape (3, H, W) matching the mask {tuple(mask.shape)}, got {tuple(pattern.shape)}"
+            )
+        object.__setattr__(self, "mask", mask)
+        object.__setattr__(self, "pattern", pattern)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InvertedTrigger):
+            return NotImplemented
+        return (
+            self.seed == other.seed
+            and torch.equal(self.mask, other.mask)
+            and torch.equal(self.pattern, other.pattern)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.seed, self.size))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the mask and pattern, in pixels."""
+        return int(self.mask.shape[0]), int(self.mask.shape[1])
+
+    @property
+    def mask_l1(self) -> float:
+        """L1 norm of the mask over its three colour channels, ``3 * sum(m)`` (DECREE's convention)."""
+        return 3.0 * float(self.mask.sum())
+
+    @property
+    def pl1(self) -> float:
+        """Normalised mask norm ``|m|_1 / (H W 3)`` in ``[0, 1]``: the share of the image the trigger covers."""
+        height, width = self.size
+        return self.mask_l1 / (height * width * 3)
+
+    def resized(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask ``(1, 1, height, width)`` and pattern ``(1, 3, height, width)`` at another resolution."""
+        mask, pattern = self.mask[None, None], self.pattern[None]
+        if (height, width) != self.size:
+            mask = F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False).clamp(0, 1)
+            pattern = F.interpolate(
+                pattern, size=(height, width), mode="bilinear", align_corners=False
+            ).clamp(0, 1)
+        return mask, pattern
+
+    def apply(self, pixels: torch.Tensor) -> torch.Tensor:
+        mask, pattern = self.resized(*pixels.shape[-2:])
+        mask, pattern = mask.to(pixels), pattern.to(pixels)
+        return (1.0 - mask) * pixels + mask * pattern
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable: mask and pattern as nested lists of floats."""
+        return {
+            "name": self.name,
+            "mask": self.mask.tolist(),
+            "pattern": self.pattern.tolist(),
+            "seed": self.seed,
+        }
+
+    def describe(self) -> str:
+        height, width = self.size
+        return f"{self.name}(size={height}x{width}, pl1={self.pl1:.4f}, seed={self.seed})"
+
+    def save_png(self, path: str | os.PathLike, title: str | None = None) -> Path:
+        """Save a picture of the mask, the pattern and ``m * p`` side by side (matplotlib, Agg canvas).
+
+        Args:
+            path: Output ``.png`` file; parent folders are created.
+            title: Figure title; defaults to :meth:`describe`.
+        """
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure = Figure(figsize=(9, 3.4))
+        FigureCanvasAgg(figure)
+        panels = (
+            ("mask m", self.mask.numpy(), {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}),
+            ("pattern p", self.pattern.permute(1, 2, 0).numpy(), {}),
+            ("m * p", (self.mask[None] * self.pattern).permute(1, 2, 0).numpy(), {}),
+        )
+        for index, (label, image, options) in enumerate(panels, start=1):
+            axis = figure.add_subplot(1, 3, index)
+            axis.imshow(image, interpolation="nearest", **options)
+            axis.set_title(label)
+            axis.axis("off")
+        figure.suptitle(title or self.describe())
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        return path
+
+
+def logit_to_unit(logit: torch.Tensor, eps: float) -> torch.Tensor:
+    """DECREE's squashing ``tanh(z) / (2 - eps) + 0.5``, strictly inside ``(0, 1)`` for ``eps > 0``."""
+    return torch.tanh(logit) / (2.0 - eps) + 0.5
+
+
+def unit_to_logit(value: torch.Tensor, eps: float) -> torch.Tensor:
+    """Inverse of :func:`logit_to_unit` for values in ``[0, 1]``."""
+    scaled = ((value.double() - 0.5) * (2.0 - eps)).clamp(-1.0 + 1e-12, 1.0 - 1e-12)  # finite at 0 and 1
+    return torch.atanh(scaled).to(value.dtype)
