@@ -14,17 +14,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from hf_tbar.tiny_clip import TinyCLIPConfig, build_tiny_clip  # noqa: E402
+from helpers import MICRO  # noqa: E402
+from hf_tbar.tiny_clip import build_tiny_clip  # noqa: E402
 
-MICRO = TinyCLIPConfig(
-    vision_layers=1,
-    text_layers=1,
-    vision_width=32,
-    text_width=32,
-    vision_heads=2,
-    text_heads=2,
-    projection_dim=16,
-)
 CORPUS = ["zero", "one", "two", "a photo of {}.", "the number {}."]
 
 

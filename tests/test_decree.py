@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPTextConfig, CLIPTextModel, HfArgumentParser
 
+from helpers import MICRO
 from hf_tbar.attacks import BadNets, trigger_from_dict
 from hf_tbar.data.embedded import DIGIT_NAMES, DIGIT_TEMPLATES
 from hf_tbar.detection import (
@@ -21,24 +23,15 @@ from hf_tbar.detection import (
     mean_pairwise_cosine,
     update_lambda,
 )
-from hf_tbar.tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
+from hf_tbar.tiny_clip import build_tiny_clip, save_clip
 from hf_tbar.zeroshot import ZeroShotClassifier, build_zero_shot_head
 
-TINY = dict(
-    vision_layers=1,
-    text_layers=1,
-    vision_width=32,
-    text_width=32,
-    vision_heads=2,
-    text_heads=2,
-    projection_dim=16,
-)
 FAST = dict(steps=12, batch_size=8, early_stop_patience=5)
 
 
 @pytest.fixture(scope="module")
 def tiny_clip():
-    return build_tiny_clip(TinyCLIPConfig(**TINY), ["zero", "one", "a photo of {}."])
+    return build_tiny_clip(MICRO, ["zero", "one", "a photo of {}."])
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +216,7 @@ def test_unreachable_threshold_is_reported_as_not_found(tiny_clip, clean_pixels)
 
 def test_inversion_works_at_another_image_size():
     model, processor = build_tiny_clip(
-        TinyCLIPConfig(**TINY, image_size=16), ["zero", "one", "a photo of {}."]
+        dataclasses.replace(MICRO, image_size=16), ["zero", "one", "a photo of {}."]
     )
     result = invert_trigger(model, processor, torch.rand((6, 3, 16, 16)), DecreeConfig(steps=3, batch_size=4))
     assert result.trigger.size == (16, 16)
@@ -309,7 +302,7 @@ def test_default_config_separates_the_embedded_clean_and_badnets_models():
 def test_scan_command_writes_a_report(tmp_path, capsys):
     from hf_tbar.cli import scan
 
-    model, processor = build_tiny_clip(TinyCLIPConfig(**TINY), [*DIGIT_NAMES, *DIGIT_TEMPLATES])
+    model, processor = build_tiny_clip(MICRO, [*DIGIT_NAMES, *DIGIT_TEMPLATES])
     save_clip(model, processor, tmp_path / "model")
     parser = HfArgumentParser(scan.DATACLASSES)
     args, config = parser.parse_args_into_dataclasses(

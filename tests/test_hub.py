@@ -30,6 +30,7 @@ from huggingface_hub import constants as hf_constants
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
+from helpers import MICRO
 from hf_tbar import cli
 from hf_tbar.hub import (
     HubPushError,
@@ -43,7 +44,7 @@ from hf_tbar.hub import (
 )
 from hf_tbar.hub import push as push_module
 from hf_tbar.hub.card import CARD_TAGS, FORCED_TAG
-from hf_tbar.tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
+from hf_tbar.tiny_clip import build_tiny_clip, save_clip
 
 TOKEN = "hf_test_secret_token_0123456789"
 REPO_ID = "tbar-user/clip-sanitized"
@@ -341,16 +342,7 @@ def make_report(base_model: str, **overrides) -> dict:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A random tiny CLIP saved once per module; tests copy it."""
-    config = TinyCLIPConfig(
-        vision_layers=1,
-        text_layers=1,
-        vision_width=32,
-        text_width=32,
-        vision_heads=2,
-        text_heads=2,
-        projection_dim=16,
-    )
-    model, processor = build_tiny_clip(config, ["zero", "one", "a photo of {}."], seed=0)
+    model, processor = build_tiny_clip(MICRO, ["zero", "one", "a photo of {}."], seed=0)
     folder = tmp_path_factory.mktemp("tiny") / "clip"
     save_clip(model, processor, folder)
     return folder, model, processor

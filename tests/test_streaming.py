@@ -15,18 +15,11 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPModel
 
 import hf_tbar.streaming as streaming
+from helpers import MICRO
 from hf_tbar.streaming import parse_size, stream_apply_vector, stream_task_arithmetic, stream_task_vector
-from hf_tbar.tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
+from hf_tbar.tiny_clip import build_tiny_clip, save_clip
 
-TINY = TinyCLIPConfig(
-    vision_layers=1,
-    text_layers=1,
-    vision_width=32,
-    text_width=32,
-    vision_heads=2,
-    text_heads=2,
-    projection_dim=16,
-)
+TINY = MICRO
 CORPUS = ["zero", "one", "a photo of {}."]
 SCALE = 0.7
 
