@@ -5,8 +5,8 @@ openai/clip-vit-large-patch14, then runs each measurement in a fresh subprocess 
 and CPU time (of the operation only, imports excluded) and peak RSS (``ru_maxrss``). Every child imports
 the same modules, so the "baseline" row is the interpreter + imports cost shared by all. Paths: "copy"
 copies the base folder (``shutil.copytree``: in-kernel ``sendfile``), "write" writes as many bytes from a
-16 MiB buffer with ``write()`` (the floor of any path that computes its output in user space),
-"streaming" is :func:`hf_tbar.streaming.stream_task_arithmetic`, "naive" loads both models with
+16 MiB buffer with plain ``write()`` calls (no preallocation, unlike the streaming writer: on ext4 it
+can be the slowest of the three), "streaming" is :func:`hf_tbar.streaming.stream_task_arithmetic`, "naive" loads both models with
 ``CLIPModel.from_pretrained``, subtracts and calls ``save_pretrained``.
 
     python benchmarks/arithmetic.py                      # ViT-B/32, one unsharded checkpoint

@@ -1,6 +1,10 @@
 """Shared test constants and helpers: the one micro CLIP architecture every fast test builds."""
 
+import contextlib
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +38,22 @@ def read_only_folder(tmp_path: Path) -> Path:
             return candidate
         Path(os.path.join(candidate, ".hf_tbar-probe")).rmdir()
     pytest.skip("running as root with no read-only location to write to")
+
+
+@contextlib.contextmanager
+def full_folder(tmp_path: Path, size: str = "64k") -> Iterator[Path]:
+    """A real file system of ``size`` (a tmpfs mounted under ``tmp_path``): writes beyond it fail with
+    ENOSPC, as on a full disk. Skips the test where mounting is not allowed (not root, no tmpfs)."""
+    folder = tmp_path / "full-disk"
+    folder.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -7,6 +7,7 @@ the input model and never look complete when a save is interrupted; inputs are n
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import pickle
@@ -18,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 import hf_tbar
-from helpers import read_only_folder
+from helpers import full_folder, read_only_folder
 from hf_tbar import BackdoorUnlearner, TaskVector
 from hf_tbar.data import TaskSpec
 from hf_tbar.streaming import stream_task_arithmetic
@@ -217,6 +218,19 @@ def test_read_only_output_is_refused_naming_it(micro_clip, tmp_path):
     finally:
         if folder.is_relative_to(tmp_path):
             folder.chmod(0o755)
+
+
+def test_a_full_disk_fails_the_save_naming_the_output_and_leaves_nothing(micro_clip, tmp_path):
+    with full_folder(tmp_path) as full:  # 64 KiB: the config fits, the 210 KB of weights do not
+        out = full / "out"
+        with pytest.raises(OSError, match=rf"cannot write {re.escape(str(out))}: no space left") as info:
+            save_clip(*micro_clip, out)
+        assert info.value.errno == errno.ENOSPC
+        assert not out.exists() and leftovers(out) == []
+        vector = full / "tau.safetensors"
+        with pytest.raises(OSError, match=rf"cannot write {re.escape(str(vector))}: no space left"):
+            TaskVector({"w": torch.ones(2**16)}).save(vector)
+        assert list(full.iterdir()) == []
 
 
 @pytest.mark.parametrize("existing", [False, True])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shutil
@@ -14,7 +15,8 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPModel
 
 import hf_tbar.streaming.engine as streaming
-from helpers import MICRO
+import hf_tbar.streaming.writer as writer
+from helpers import MICRO, full_folder
 from helpers import read_only_folder as _read_only_folder
 from hf_tbar.streaming import parse_size, stream_apply_vector, stream_task_arithmetic, stream_task_vector
 from hf_tbar.tiny_clip import build_tiny_clip, save_clip
@@ -363,6 +365,22 @@ def test_read_only_output_location_is_refused(pair, tmp_path):
     finally:
         if folder.is_relative_to(tmp_path):
             folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("preallocate", [True, False], ids=["fallocate", "no-fallocate"])
+def test_a_full_disk_fails_naming_the_output_and_leaves_nothing(pair, tmp_path, monkeypatch, preallocate):
+    # With fallocate the shard's space is reserved before any maths and the error comes at once; on a
+    # file system without it, the write that finds the disk full fails.
+    if not preallocate:
+        monkeypatch.setattr(writer, "_FALLOCATE", None)
+    before = digest(*pair)
+    with full_folder(tmp_path) as full:  # 64 KiB, the weights are 210 KB
+        out = full / "out"
+        with pytest.raises(OSError, match=f"cannot write {out}: no space left on device") as info:
+            stream_task_arithmetic(*pair, out, SCALE, progress=False)
+        assert info.value.errno == errno.ENOSPC
+        assert list(full.iterdir()) == []
+    assert digest(*pair) == before
 
 
 @pytest.mark.parametrize("existing", [False, True])

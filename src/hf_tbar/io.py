@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -29,6 +31,20 @@ def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
+# What a full disk or an exhausted quota says, as an errno or in the text of a library's own error type
+# (safetensors raises ``SafetensorError("... No space left on device (os error 28)")``).
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXTS = tuple(os.strerror(code) for code in _NO_SPACE_ERRNOS)
+
+
+def no_space_error(target: str | os.PathLike, err: BaseException) -> OSError | None:
+    """An ``OSError(ENOSPC)`` naming ``target`` when ``err`` says the disk (or quota) is full, else None."""
+    full = isinstance(err, OSError) and err.errno in _NO_SPACE_ERRNOS
+    if not (full or any(text in str(err) for text in _NO_SPACE_TEXTS)):
+        return None
+    return OSError(errno.ENOSPC, f"cannot write {target}: no space left on device ({err})")
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Write a folder atomically: yield a temporary sibling folder, rename it to ``path`` on success.
@@ -38,6 +54,7 @@ def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterat
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
+        OSError: the location is not writable, or the disk filled up (``errno.ENOSPC``, naming ``path``).
     """
     target = Path(path).expanduser().resolve()
     if target.exists() and not overwrite:
@@ -61,8 +78,34 @@ def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterat
             shutil.rmtree(backup, ignore_errors=True)
         else:
             tmp.rename(target)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        full = no_space_error(target, err)
+        if full is not None:
+            raise full from err
+        raise
+
+
+@contextlib.contextmanager
+def atomic_output_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary sibling path, rename it over ``path`` on success.
+
+    On any exception (Ctrl-C included) the temporary file is removed and ``path`` is left as it was.
+
+    Raises:
+        OSError: the disk filled up (``errno.ENOSPC``, naming ``path``).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        full = no_space_error(target, err)
+        if full is not None:
+            raise full from err
         raise
 
 
@@ -89,7 +132,5 @@ def refuse_overlap(output: str | os.PathLike, inputs: Iterable[str | os.PathLike
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:
     """Write JSON through a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
+    with atomic_output_file(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")

@@ -19,6 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .io import atomic_output_file
+
 _METADATA_KEY = "hf_tbar"
 
 
@@ -220,19 +222,10 @@ class TaskVector:
     def save(self, path: str | os.PathLike) -> Path:
         """Save as a safetensors file; ``metadata`` goes into the file header as JSON."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.vector.items()}
-        try:
-            save_file(
-                tensors,
-                str(tmp),
-                metadata={"format": "pt", _METADATA_KEY: json.dumps(self.metadata, default=str)},
-            )
-            tmp.replace(path)
-        except BaseException:  # an error or Ctrl-C leaves neither a partial file nor its temporary
-            tmp.unlink(missing_ok=True)
-            raise
+        metadata = {"format": "pt", _METADATA_KEY: json.dumps(self.metadata, default=str)}
+        with atomic_output_file(path) as tmp:  # on error or Ctrl-C: no partial file, no temporary
+            save_file(tensors, str(tmp), metadata=metadata)
         return path
 
     @classmethod

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
@@ -41,6 +45,45 @@ DTYPES: dict[str, torch.dtype] = {
 def nbytes(dtype: str, shape: tuple[int, ...]) -> int:
     """Size in bytes of a tensor of safetensors dtype code ``dtype`` and ``shape``."""
     return math.prod(shape) * DTYPES[dtype].itemsize
+
+
+# The torch dtypes numpy also has; the others (bfloat16, float8) go through numpy as a same-size integer.
+_NUMPY: dict[torch.dtype, np.dtype] = {
+    dtype: np.dtype(name)
+    for dtype in DTYPES.values()
+    if hasattr(np, name := str(dtype).removeprefix("torch."))
+}
+_SAME_SIZE_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _carrier(dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` if numpy has it, else the integer dtype of the same size (its bytes, reinterpreted)."""
+    return dtype if dtype in _NUMPY else _SAME_SIZE_INT[dtype.itemsize]
+
+
+def view_bytes(buffer: Any, dtype: torch.dtype, shape: Sequence[int], offset: int = 0) -> torch.Tensor:
+    """A tensor of ``dtype`` and ``shape`` on the bytes of ``buffer`` from ``offset`` (nothing copied).
+
+    The tensor keeps ``buffer`` exported (numpy holds it) while it lives, so a ``mmap`` under it cannot
+    be closed. Made through numpy: one or two cheap torch calls. A read-only ``buffer`` gives a tensor
+    that must not be written to.
+    """
+    carrier = _carrier(dtype)
+    array = np.frombuffer(buffer, dtype=_NUMPY[carrier], count=math.prod(shape), offset=offset)
+    if array.flags.writeable:
+        tensor = torch.from_numpy(array.reshape(shape))
+    else:  # a read-only mapping: torch would warn that writing to the tensor is undefined
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+            tensor = torch.from_numpy(array.reshape(shape))
+    return tensor if carrier == dtype else tensor.view(dtype)
+
+
+def tensor_bytes(tensor: torch.Tensor) -> np.ndarray:
+    """The bytes of ``tensor`` as a flat uint8 numpy array: a view when it is contiguous, else a copy."""
+    carrier = _carrier(tensor.dtype)
+    array = (tensor if carrier == tensor.dtype else tensor.view(carrier)).numpy()
+    return array.reshape(-1).view(np.uint8)
 
 
 @dataclass(frozen=True)
