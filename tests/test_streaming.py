@@ -168,20 +168,35 @@ def test_chunked_and_remapped_reads_give_the_same_bytes(pair, tmp_path, monkeypa
     assert (whole / "model.safetensors").read_bytes() == (chunked / "model.safetensors").read_bytes()
 
 
-def test_sharded_input_and_output_load_and_give_the_same_logits(pair, tmp_path):
-    base, finetuned = pair
-    sharded_in = []
-    for folder in pair:  # re-save both inputs as several shards plus an index
+@pytest.fixture(scope="module")
+def sharded_pair(pair, tmp_path_factory) -> tuple[Path, Path]:
+    """``pair`` re-saved by transformers as several shards plus an index."""
+    root = tmp_path_factory.mktemp("sharded")
+    sharded = []
+    for folder in pair:
         model = CLIPModel.from_pretrained(folder)
-        model.save_pretrained(tmp_path / f"{folder.name}-sharded", max_shard_size="40KB")
+        model.save_pretrained(root / folder.name, max_shard_size="40KB")
         for extra in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):
-            shutil.copy(folder / extra, tmp_path / f"{folder.name}-sharded")
-        sharded_in.append(tmp_path / f"{folder.name}-sharded")
-    assert len(list(sharded_in[0].glob("*.safetensors"))) > 1
+            shutil.copy(folder / extra, root / folder.name)
+        sharded.append(root / folder.name)
+    assert len(list(sharded[0].glob("*.safetensors"))) > 1
+    return sharded[0], sharded[1]
 
+
+def shard_contents(folder: Path) -> dict[str, list[str]]:
+    """Shard file name -> the tensor names it holds."""
+    contents = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        with safe_open(shard, framework="pt") as handle:
+            contents[shard.name] = sorted(handle.keys())
+    return contents
+
+
+def test_sharded_input_and_output_load_and_give_the_same_logits(pair, sharded_pair, tmp_path):
+    base, finetuned = pair
     single = stream_task_arithmetic(base, finetuned, tmp_path / "single", SCALE, progress=False)
     sharded = stream_task_arithmetic(
-        *sharded_in, tmp_path / "sharded", SCALE, max_shard_size=30_000, progress=False
+        *sharded_pair, tmp_path / "sharded", SCALE, max_shard_size=30_000, progress=False
     )
 
     shards = sorted(p.name for p in sharded.glob("*.safetensors"))
@@ -197,6 +212,18 @@ def test_sharded_input_and_output_load_and_give_the_same_logits(pair, tmp_path):
         with safe_open(sharded / shard, framework="pt") as handle:
             sizes = [handle.get_slice(k).get_shape() for k in handle.keys()]
         assert len(sizes) == 1 or (sharded / shard).stat().st_size <= 30_000 + 4096
+    assert torch.equal(logits(sharded), logits(single))
+
+
+def test_by_default_the_output_keeps_the_sharding_of_the_base(pair, sharded_pair, tmp_path):
+    sharded = stream_task_arithmetic(*sharded_pair, tmp_path / "sharded", SCALE, progress=False)
+    assert shard_contents(sharded) == shard_contents(sharded_pair[0])
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    expected = json.loads((sharded_pair[0] / "model.safetensors.index.json").read_text())
+    assert index["weight_map"] == expected["weight_map"]
+    single = stream_task_arithmetic(*pair, tmp_path / "single", SCALE, progress=False)
+    assert shard_contents(single) == shard_contents(pair[0])
+    assert not (single / "model.safetensors.index.json").exists()
     assert torch.equal(logits(sharded), logits(single))
 
 

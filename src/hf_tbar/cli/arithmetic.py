@@ -59,8 +59,11 @@ class ArithmeticArguments:
     scale: float = field(
         default=1.0, metadata={"help": "alpha, the (dimensionless) scale of the task vector."}
     )
-    max_shard_size: str = field(
-        default="2GB", metadata={"help": "Largest output shard: bytes, or e.g. 2GB, 500MB, 1GiB."}
+    max_shard_size: str | None = field(
+        default=None,
+        metadata={
+            "help": "Largest output shard: bytes, or e.g. 2GB, 500MB, 1GiB (default: the base's sharding)."
+        },
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace the output if it exists."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar over tensors."})
@@ -75,7 +78,8 @@ class ArithmeticArguments:
             raise ValueError(f"--operation {self.operation} needs exactly one of --finetuned and --vector")
         if isinstance(self.scale, bool) or not math.isfinite(float(self.scale)):
             raise ValueError(f"--scale must be a finite number, got {self.scale!r}")
-        parse_size(self.max_shard_size)
+        if self.max_shard_size is not None:
+            parse_size(self.max_shard_size)
         for name in ("base", "finetuned", "vector"):
             value = getattr(self, name)
             if value is not None and not Path(value).expanduser().exists():

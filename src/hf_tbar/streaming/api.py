@@ -60,7 +60,7 @@ def _edit_checkpoint(
     check: Callable[[Checkpoint, Checkpoint], None],
     *,
     negate: bool,
-    max_shard_size: int | str,
+    max_shard_size: int | str | None,
     overwrite: bool,
     progress: bool,
     desc: str,
@@ -72,7 +72,7 @@ def _edit_checkpoint(
     vets the two checkpoints first. The base folder's non-weight files are copied.
     """
     scale = check_scale(scale)
-    max_bytes = parse_size(max_shard_size)
+    max_bytes = None if max_shard_size is None else parse_size(max_shard_size)
     base, other = read_checkpoint(base_dir), read_checkpoint(other_path)
     check(base, other)
     out = check_output(output_dir, [base, other], overwrite)
@@ -98,7 +98,7 @@ def stream_task_arithmetic(
     scale: float,
     *,
     negate: bool = True,
-    max_shard_size: int | str = "2GB",
+    max_shard_size: int | str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -120,7 +120,8 @@ def stream_task_arithmetic(
         output_dir: The folder to write. Written atomically: nothing is left there on error or Ctrl-C.
         scale: ``alpha``, a finite float (dimensionless); 0 reproduces the base bit for bit.
         negate: ``True`` subtracts the task vector (TBAR), ``False`` adds it.
-        max_shard_size: Largest output shard, in bytes or as ``"2GB"`` / ``"500MB"`` / ``"1GiB"``.
+        max_shard_size: Largest output shard, in bytes or as ``"2GB"`` / ``"500MB"`` / ``"1GiB"``; ``None``
+            keeps the base's sharding (one output shard per input file, with an index when several).
         overwrite: Replace ``output_dir`` if it exists.
         progress: Show a progress bar over tensors.
 
@@ -209,7 +210,7 @@ def stream_apply_vector(
     scale: float,
     *,
     negate: bool = True,
-    max_shard_size: int | str = "2GB",
+    max_shard_size: int | str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -225,7 +226,7 @@ def stream_apply_vector(
         output_dir: The folder to write.
         scale: ``alpha``, a finite float.
         negate: ``True`` subtracts the vector (TBAR), ``False`` adds it.
-        max_shard_size: Largest output shard, in bytes or as ``"2GB"``.
+        max_shard_size: Largest output shard, in bytes or as ``"2GB"``; ``None`` keeps the base's sharding.
         overwrite: Replace ``output_dir`` if it exists.
         progress: Show a progress bar over tensors.
 

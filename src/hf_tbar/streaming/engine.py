@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .checkpoint import DTYPES, TensorInfo, nbytes
 from .kernels import Buffers, Kernel, all_finite, non_finite_error
 from .reader import MappedReader
-from .shards import plan_shards, shard_names, write_index
+from .shards import plan_like, plan_shards, shard_names, write_index
 from .writer import SafetensorsWriter, file_order
 
 # Elements per chunk of a tensor (8 MiB in float32) and bytes read through the mapping of an input file
@@ -209,10 +209,23 @@ def write_files(
 
 
 def write_shards(
-    jobs: Sequence[Job], folder: Path, max_bytes: int, metadata: dict[str, str], desc: str, progress: bool
+    jobs: Sequence[Job],
+    folder: Path,
+    max_bytes: int | None,
+    metadata: dict[str, str],
+    desc: str,
+    progress: bool,
 ) -> list[str]:
-    """Write ``jobs`` into ``folder`` as ``model.safetensors`` or shards plus an index; return the file names."""
-    shards = [[jobs[i] for i in shard] for shard in plan_shards([job.nbytes for job in jobs], max_bytes)]
+    """Write ``jobs`` into ``folder`` as ``model.safetensors`` or shards plus an index; return the file names.
+
+    Shards hold at most ``max_bytes`` (a larger tensor alone), or, with ``None``, the tensors of one file
+    of the first source each (the sharding of the input).
+    """
+    if max_bytes is None:
+        plan = plan_like([job.sources[0].file for job in jobs])
+    else:
+        plan = plan_shards([job.nbytes for job in jobs], max_bytes)
+    shards = [[jobs[i] for i in shard] for shard in plan]
     names = shard_names(len(shards))
     write_files([(folder / name, shard) for name, shard in zip(names, shards)], metadata, desc, progress)
     if len(shards) > 1:

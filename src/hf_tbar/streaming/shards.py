@@ -52,6 +52,16 @@ def plan_shards(sizes: Sequence[int], max_bytes: int) -> list[list[int]]:
     return shards
 
 
+def plan_like(files: Sequence[Path]) -> list[list[int]]:
+    """Group item indexes by the file each item comes from (``files[i]``), files in name order: the
+    output keeps the sharding of the input (``model-0000i-of-0000n`` shard i holds what input shard i did).
+    """
+    groups: dict[Path, list[int]] = {}
+    for i, file in enumerate(files):
+        groups.setdefault(file, []).append(i)
+    return [groups[file] for file in sorted(groups)]
+
+
 def shard_names(count: int) -> list[str]:
     """``model.safetensors`` for one shard, else transformers' ``model-0000i-of-0000n.safetensors``."""
     if count == 1:
