@@ -37,12 +37,11 @@ _NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _NO_SPACE_TEXTS = tuple(os.strerror(code) for code in _NO_SPACE_ERRNOS)
 
 
-def no_space_error(target: str | os.PathLike, err: BaseException) -> OSError | None:
-    """An ``OSError(ENOSPC)`` naming ``target`` when ``err`` says the disk (or quota) is full, else None."""
+def _raise_if_no_space(target: Path, err: BaseException) -> None:
+    """Raise ``OSError(ENOSPC)`` naming ``target`` (from ``err``) when ``err`` says the disk or quota is full."""
     full = isinstance(err, OSError) and err.errno in _NO_SPACE_ERRNOS
-    if not (full or any(text in str(err) for text in _NO_SPACE_TEXTS)):
-        return None
-    return OSError(errno.ENOSPC, f"cannot write {target}: no space left on device ({err})")
+    if full or any(text in str(err) for text in _NO_SPACE_TEXTS):
+        raise OSError(errno.ENOSPC, f"cannot write {target}: no space left on device ({err})") from err
 
 
 @contextlib.contextmanager
@@ -80,9 +79,7 @@ def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterat
             tmp.rename(target)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        full = no_space_error(target, err)
-        if full is not None:
-            raise full from err
+        _raise_if_no_space(target, err)
         raise
 
 
@@ -103,9 +100,7 @@ def atomic_output_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
-        full = no_space_error(target, err)
-        if full is not None:
-            raise full from err
+        _raise_if_no_space(target, err)
         raise
 
 
