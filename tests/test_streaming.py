@@ -163,7 +163,9 @@ def test_chunked_and_remapped_reads_give_the_same_bytes(pair, tmp_path, monkeypa
     base, finetuned = pair
     whole = stream_task_arithmetic(base, finetuned, tmp_path / "whole", SCALE, progress=False)
     monkeypatch.setattr(streaming, "_CHUNK_ELEMENTS", 100)  # many chunks per tensor, rows split
-    monkeypatch.setattr(streaming, "_REMAP_BYTES", 1000)  # re-map the inputs every few chunks
+    monkeypatch.setattr(streaming, "_RELEASE_BYTES", 1000)  # release mapped pages every few chunks
+    monkeypatch.setattr(streaming, "_PIECE_ELEMENTS", 37)  # chunks computed and written in odd pieces
+    monkeypatch.setattr(streaming, "_INLINE_BYTES", 0)  # every chunk goes to the worker threads
     chunked = stream_task_arithmetic(base, finetuned, tmp_path / "chunked", SCALE, progress=False)
     assert (whole / "model.safetensors").read_bytes() == (chunked / "model.safetensors").read_bytes()
 

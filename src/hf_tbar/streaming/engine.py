@@ -24,9 +24,9 @@ from .writer import SafetensorsWriter, file_order
 # Elements per chunk of a tensor (8 MiB in float32) and bytes read through the mapping of an input file
 # before the mapped pages already used are handed back to the OS (see MappedReader). Peak memory above
 # the interpreter is about _WORKERS + 1 output chunks (+ 3 float32 temporaries each for other dtypes) +
-# 2 x (_REMAP_BYTES + a few chunks) of mapped input.
+# 2 x (_RELEASE_BYTES + a few chunks) of mapped input.
 _CHUNK_ELEMENTS = 2 * 2**20
-_REMAP_BYTES = 16 * 2**20
+_RELEASE_BYTES = 16 * 2**20
 # Elements of a chunk computed, tested and written at a time, so that they stay in the CPU cache.
 _PIECE_ELEMENTS = 2**18
 # Threads that compute, check and write chunks, each on its own core while the next chunks are read.
@@ -193,7 +193,7 @@ def write_files(
     Chunks are read here and computed, checked and written by ``_WORKERS`` threads, each running the
     maths on ``_MATH_THREADS`` torch threads (the setting is restored afterwards).
     """
-    reader, workers = MappedReader(release_bytes=_REMAP_BYTES), _Workers(_WORKERS, _PIECE_ELEMENTS)
+    reader, workers = MappedReader(release_bytes=_RELEASE_BYTES), _Workers(_WORKERS, _PIECE_ELEMENTS)
     threads = torch.get_num_threads()
     torch.set_num_threads(min(threads, _MATH_THREADS))
     try:
