@@ -130,6 +130,8 @@ def main(out: Path) -> None:
             vector.save(out / f"{name}.safetensors")
         world = {"num_processes": accelerator.num_processes, "fsdp_gather_matches": bool(fsdp_ok.item())}
         (out / "world.json").write_text(json.dumps(world))
+    # Both ranks enter the teardown together, with no collective or file write of the other pending.
+    accelerator.wait_for_everyone()
     accelerator.end_training()  # destroys the gloo process group: no abort at interpreter exit
 
 

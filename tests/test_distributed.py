@@ -52,6 +52,7 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
         "ACCELERATE_USE_CPU": "1",  # gloo ranks on CPU (the Accelerator reads it)
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
+        "PYTHONFAULTHANDLER": "1",  # a rank that crashes prints every thread's Python stack into the log
     }
     command = [
         sys.executable,
