@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,17 +18,27 @@ from hf_tbar.attacks import (
 )
 
 
+@pytest.mark.parametrize("size", [32, 224])
 @pytest.mark.parametrize("name", sorted(TRIGGERS))
-def test_triggers_are_deterministic_batched_serialisable(name):
-    pixels = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    trigger = build_trigger(name, seed=3)
+def test_every_registered_trigger_keeps_the_contract(name, size, tmp_path):
+    """Each registered trigger, built by its ``example`` (which may write the files it needs)."""
+    cls = TRIGGERS[name]
+    trigger = cls.example(tmp_path, seed=3)
+    assert isinstance(trigger, cls) and trigger.name == name
+    pixels = torch.rand(5, 3, size, size, generator=torch.Generator().manual_seed(1))
     out = trigger(pixels)
-    assert out.shape == pixels.shape and out.min() >= 0 and out.max() <= 1
+    assert out.shape == pixels.shape and out.dtype == pixels.dtype
+    assert out.min() >= 0 and out.max() <= 1
     assert not torch.equal(out, pixels)
-    assert torch.equal(out, build_trigger(name, seed=3)(pixels))
+    assert torch.equal(out, cls.example(tmp_path, seed=3)(pixels))  # deterministic for a seed
     assert torch.equal(out[2:3], trigger(pixels[2:3]))  # vectorised == per image
-    rebuilt = trigger_from_dict(trigger.to_dict())
+    assert trigger(pixels[:2].double()).dtype == torch.float64
+    description = json.loads(json.dumps(trigger.to_dict()))
+    assert description["name"] == name
+    rebuilt = trigger_from_dict(description)
     assert rebuilt == trigger and torch.equal(rebuilt(pixels), out)
+    json.dumps(trigger.public_dict())
+    assert isinstance(trigger.describe(), str)
 
 
 def test_seeded_triggers_differ_across_seeds():
@@ -39,6 +51,48 @@ def test_badnets_stamps_only_its_patch():
     pixels = torch.zeros(1, 3, 32, 32)
     out = BadNets(patch_size=3)(pixels)
     assert out[..., 29:, 29:].eq(1).all() and out.sum() == 27
+
+
+def test_default_badnets_at_32_px_is_the_classic_3x3_patch_bit_for_bit():
+    pixels = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = pixels.clone()
+    expected[..., 29:32, 29:32] = 1.0
+    assert torch.equal(BadNets()(pixels), expected)
+    assert torch.equal(BadNets()(pixels), BadNets(patch_size=3)(pixels))
+    # the explicit form at 32 px is exactly what older reports and cache keys recorded
+    legacy = {"name": "badnets", "patch_size": 3, "margin": 0, "value": 1.0, "seed": 0}
+    assert BadNets().resolved(32, 32).to_dict() == legacy
+    assert trigger_from_dict(legacy) == BadNets(patch_size=3)
+    assert torch.equal(trigger_from_dict(legacy)(pixels), expected)
+
+
+def test_badnets_size_is_relative_to_the_input_unless_given_in_pixels():
+    trigger = BadNets()
+    assert trigger.pixel_size(32, 32) == 3 and trigger.pixel_size(224, 224) == 21  # 3/32 * 224 = 21
+    assert trigger.pixel_size(16, 64) == 2 and BadNets(relative_size=0.001).pixel_size(32, 32) == 1
+    out = trigger(torch.zeros(1, 3, 224, 224))
+    assert out[..., 203:, 203:].eq(1).all() and out.sum() == 3 * 21 * 21
+    assert BadNets(patch_size=16).pixel_size(224, 224) == 16 and BadNets(16).patch_size == 16
+    assert trigger.describe(224) == "BadNets 21x21 px white patch (relative size 0.094 of 224 px)"
+    assert "16x16 px" in BadNets(patch_size=16).describe(224)
+    assert "3 px at 32 px, 21 px at 224 px" in trigger.describe()
+    assert trigger.to_dict() == {
+        "name": "badnets",
+        "relative_size": 3 / 32,
+        "margin": 0,
+        "value": 1.0,
+        "seed": 0,
+    }
+    for made in (BadNets(relative_size=0.25, margin=2), BadNets(patch_size=5, value=0.0)):
+        assert trigger_from_dict(json.loads(json.dumps(made.to_dict()))) == made
+    with pytest.raises(ValueError, match="not both"):
+        BadNets(patch_size=4, relative_size=0.2)
+    with pytest.raises(ValueError, match="relative_size"):
+        BadNets(relative_size=0)
+    with pytest.raises(ValueError, match="patch_size"):
+        BadNets(patch_size=0)
+    with pytest.raises(ValueError, match="does not fit images of 8x8"):
+        BadNets(patch_size=9)(torch.zeros(1, 3, 8, 8))
 
 
 @pytest.mark.parametrize(

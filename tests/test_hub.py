@@ -32,6 +32,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from helpers import MICRO
 from hf_tbar import cli
+from hf_tbar.errors import HfTbarError, InputError, OutputExistsError
 from hf_tbar.hub import (
     HubPushError,
     PushConfig,
@@ -125,10 +126,12 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     self.rfile.readline()
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-        def _send(self, status: int, payload: dict | None = None) -> None:
+        def _send(self, status: int, payload: dict | None = None, headers: dict | None = None) -> None:
             data = json.dumps(payload if payload is not None else {}).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -177,6 +180,9 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     with hub.lock:
                         hub.repos[repo_id].setdefault(rev, dict(hub.repos[repo_id]["main"]))
                     return self._send(200, {})
+                if rev not in hub.repos[repo_id]:  # as the Hub: no commit (or PR) against a missing branch
+                    message = f"Invalid rev id: {rev}"
+                    return self._send(404, {"error": message}, {"X-Error-Code": "RevisionNotFound"})
                 if action == "preupload":
                     if self._maybe_fail("preupload"):
                         return
@@ -435,7 +441,9 @@ def test_card_leaves_local_base_model_out_of_metadata(base, tmp_path):
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     assert "base_model" not in loaded.data.to_dict()
-    assert f"`{base}` (a local checkpoint, not on the Hub)" in loaded.text
+    name = re.split(r"[\\/]", base)[-1]
+    assert f"a local checkpoint (folder `{name}`), not on the Hub" in loaded.text
+    assert base not in loaded.text  # only the folder's base name, never the path
 
 
 def test_hub_model_id_rejects_existing_relative_folders(tmp_path, monkeypatch):
@@ -528,7 +536,7 @@ def test_prepare_push_folder_writes_only_the_checkpoint_and_card(sanitized_dir, 
     assert (staging / "model.safetensors").read_bytes() == (sanitized_dir / "model.safetensors").read_bytes()
     assert TOKEN.encode() not in b"".join(p.read_bytes() for p in staging.iterdir())
 
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(OutputExistsError, match="not empty"):
         prepare_push_folder(sanitized_dir, staging, PushConfig(repo_id=REPO_ID))
     with pytest.raises(ValueError, match="must not overlap"):
         prepare_push_folder(sanitized_dir, sanitized_dir / "out", PushConfig(repo_id=REPO_ID))
@@ -546,9 +554,9 @@ def test_prepare_push_folder_refuses_a_leaked_token_and_non_checkpoints(sanitize
     with pytest.raises(ValueError, match="no safetensors weights"):
         prepare_push_folder(sanitized_dir, tmp_path / "out", PushConfig(repo_id=REPO_ID))
     (sanitized_dir / "tbar_report.json").unlink()
-    with pytest.raises(FileNotFoundError, match="has no tbar_report.json"):
+    with pytest.raises(InputError, match="has no tbar_report.json"):
         prepare_push_folder(sanitized_dir, tmp_path / "out", PushConfig(repo_id=REPO_ID))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         prepare_push_folder(tmp_path / "missing", tmp_path / "out", PushConfig(repo_id=REPO_ID))
 
 
@@ -669,7 +677,7 @@ def test_push_to_a_pull_request_and_to_a_branch(sanitized_dir, fake_hub):
     (commit_request,) = [r for r in fake_hub.paths("/commit/") if r.method == "POST"]
     assert commit_request.query == {"create_pr": ["1"]}
     assert fake_hub.commits[0]["ref"] == "refs/pr/1"
-    assert fake_hub.paths("/api/repos/create")[0].json()["visibility"] == "public"
+    assert "visibility" not in fake_hub.paths("/api/repos/create")[0].json()  # the Hub's default applies
     assert (
         "Upload TBAR-sanitized CLIP (ASR 99.0% -> 2.0%, CA retention 95.9%)"
         == (fake_hub.commits[0]["header"]["summary"])
@@ -765,6 +773,16 @@ def push_command(monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "push", "hf_tbar.cli.push")
 
 
+def exit_status(argv: list[str]) -> int:
+    """``hf-tbar``'s exit status for ``argv``: the error's ``exit_code`` where the CLI boundary lets it through."""
+    try:
+        return cli.main(argv)
+    except SystemExit as error:
+        return int(error.code or 0)
+    except HfTbarError as error:
+        return error.exit_code
+
+
 def test_cli_dry_run_gate_and_push(push_command, sanitized_dir, tmp_path, fake_hub):
     out = tmp_path / "staged"
     base = ["push", "--sanitized_dir", str(sanitized_dir), "--repo_id", REPO_ID, "--endpoint", fake_hub.url]
@@ -780,9 +798,9 @@ def test_cli_dry_run_gate_and_push(push_command, sanitized_dir, tmp_path, fake_h
     assert fake_hub.paths("/api/repos/create")[0].json()["visibility"] == "private"
 
     write_report(sanitized_dir, make_report("a/b", after={"clean_accuracy": 0.5}))
-    assert cli.main(base + ["--token", TOKEN]) == 3
+    assert exit_status(base + ["--token", TOKEN]) == 3
     fake_hub.fail["create"] = (500, "Internal Error")
-    assert cli.main(base + ["--token", TOKEN, "--force"]) == 4
+    assert exit_status(base + ["--token", TOKEN, "--force"]) == 4
     assert len(fake_hub.commits) == 1
 
 

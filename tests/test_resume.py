@@ -14,7 +14,8 @@ import torch
 import hf_tbar.unlearner as unlearner_module
 from hf_tbar import BackdoorUnlearner, TaskVector, TBARConfig
 from hf_tbar.data import TaskSpec
-from hf_tbar.training.checkpoints import STATE_NAME
+from hf_tbar.errors import InputError
+from hf_tbar.training.checkpoints import STATE_NAME, CheckpointLoadError
 from hf_tbar.training.loop import FinetuneConfig, run_training
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.",))
@@ -152,18 +153,26 @@ class _CreatesFile:
         return (open, (self.path, "w"))
 
 
-def test_a_tampered_checkpoint_is_never_unpickled(micro_clip, pixels, tmp_path):
+def test_a_tampered_checkpoint_is_never_unpickled_and_is_refused_naming_the_file(
+    micro_clip, pixels, tmp_path
+):
     fit(micro_clip, pixels, checkpoint_dir=str(tmp_path / "ckpt"), steps=2, checkpoint_steps=1)
     (checkpoint,) = run_dirs(tmp_path / "ckpt")[0].glob("step-*")
     marker = tmp_path / "pwned"
-    payload = pickle.dumps({"state": _CreatesFile(str(marker))})
-    for name, error in (("optimizer.bin", pickle.UnpicklingError), ("random_states_0.pkl", ValueError)):
+    code = pickle.dumps({"state": _CreatesFile(str(marker))})  # loads only with weights_only=False
+    noise = bytes(range(256)) * 8
+    for name in ("optimizer.bin", "random_states_0.pkl"):
         assert (checkpoint / name).is_file()
         original = (checkpoint / name).read_bytes()
-        (checkpoint / name).write_bytes(payload)
-        with pytest.raises(error, match="Weights only load failed"):
-            fit(micro_clip, pixels, checkpoint_dir=str(tmp_path / "ckpt"), steps=2, resume=True)
-        assert not marker.exists(), f"unpickling {name} ran code"
+        for payload in (code, noise):
+            (checkpoint / name).write_bytes(payload)
+            with pytest.raises(CheckpointLoadError) as caught:
+                fit(micro_clip, pixels, checkpoint_dir=str(tmp_path / "ckpt"), steps=2, resume=True)
+            message = str(caught.value)
+            assert f"refused {checkpoint / name}: it is not a plain tensor checkpoint" in message
+            assert "weights_only=False" not in message
+            assert isinstance(caught.value, InputError) and caught.value.exit_code == 5
+            assert not marker.exists(), f"unpickling {name} ran code"
         (checkpoint / name).write_bytes(original)
 
 

@@ -18,6 +18,7 @@ import hf_tbar.streaming.engine as streaming
 import hf_tbar.streaming.writer as writer
 from helpers import MICRO, full_folder
 from helpers import read_only_folder as _read_only_folder
+from hf_tbar.errors import OutputError
 from hf_tbar.streaming import parse_size, stream_apply_vector, stream_task_arithmetic, stream_task_vector
 from hf_tbar.tiny_clip import build_tiny_clip, save_clip
 
@@ -455,7 +456,7 @@ def test_interrupt_while_writing_a_vector_leaves_nothing_behind(pair, tmp_path, 
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def test_cli_arithmetic(pair, tmp_path, monkeypatch, caplog):
+def test_cli_arithmetic(pair, tmp_path, monkeypatch, capsys):
     from hf_tbar import cli
 
     monkeypatch.setitem(cli.COMMANDS, "arithmetic", "hf_tbar.cli.arithmetic")
@@ -471,10 +472,11 @@ def test_cli_arithmetic(pair, tmp_path, monkeypatch, caplog):
     assert cli.main(["arithmetic", "--base", base, "--vector", vector, "--scale", "0.7",
                      "--output_dir", str(tmp_path / "applied"), "--no_progress"]) == 0  # fmt: skip
 
-    # A refused run logs why and exits 1, without a traceback.
-    assert cli.main([*args, "--output_dir", str(tmp_path / "out")]) == 1
-    assert "already exists" in caplog.text
-    with pytest.raises(ValueError, match="exactly one of --finetuned and --vector"):
-        cli.main(["arithmetic", "--base", base, "--output_dir", str(tmp_path / "x")])
-    with pytest.raises(ValueError, match="--scale must be a finite number"):
-        cli.main([*args[:-3], "--scale", "nan", "--output_dir", str(tmp_path / "x")])
+    # A refused run says why in one line and exits with the output-refused status, without a traceback.
+    assert cli.main([*args, "--output_dir", str(tmp_path / "out")]) == OutputError.exit_code
+    err = capsys.readouterr().err
+    assert "already exists" in err and "Traceback" not in err
+    assert cli.main(["arithmetic", "--base", base, "--output_dir", str(tmp_path / "x")]) == 2
+    assert "exactly one of --finetuned and --vector" in capsys.readouterr().err
+    assert cli.main([*args[:-3], "--scale", "nan", "--output_dir", str(tmp_path / "x")]) == 2
+    assert "--scale must be a finite number" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .errors import ConfigError
 from .training.checkpoints import CHECKPOINT_OPTIONS, checkpoint_field
 from .training.loop import FinetuneConfig
 
@@ -61,17 +62,17 @@ class TBARConfig:
         from .variants import VARIANTS
 
         if self.mode not in FINETUNE_MODES:
-            raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
         if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; available: {sorted(VARIANTS)}")
+            raise ConfigError(f"unknown variant {self.variant!r}; available: {sorted(VARIANTS)}")
         for name in ("unlearning_set_size", "lora_r", "lora_alpha", "preserve_set_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if not self.lora_target_modules:
-            raise ValueError("lora_target_modules must name at least one module")
+            raise ConfigError("lora_target_modules must name at least one module")
         self.finetune_config()
 
     def finetune_config(self, steps: int | None = None) -> FinetuneConfig:

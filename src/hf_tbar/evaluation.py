@@ -8,6 +8,8 @@ import torch
 
 from .attacks.base import Trigger
 from .data.embedded import TaskSpec
+from .data.pixels import validate_labels, validate_pixels
+from .errors import DataError
 from .metrics import attack_success_rate, clean_accuracy, per_class_accuracy
 from .zeroshot import ZeroShotClassifier, build_zero_shot_head
 
@@ -60,6 +62,10 @@ def evaluate_classifier(
         target: The attack's target class.
     """
     num_classes = classifier.head.shape[0]
+    validate_pixels(pixels, "evaluation images")
+    validate_labels(labels, num_classes, "evaluation labels")
+    if len(labels) != len(pixels):
+        raise DataError(f"got {len(pixels)} evaluation images but {len(labels)} labels")
     preds = classifier.predict(pixels, batch_size)
     result = EvalResult(
         clean_accuracy=clean_accuracy(preds, labels),

@@ -9,10 +9,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from .errors import OutputError, OutputExistsError
 
 logger = logging.getLogger(__name__)
 
@@ -44,25 +45,89 @@ def _raise_if_no_space(target: Path, err: BaseException) -> None:
         raise OSError(errno.ENOSPC, f"cannot write {target}: no space left on device ({err})") from err
 
 
+def _new_sibling_dir(target: Path, tag: str) -> Path:
+    """Create an empty hidden folder next to ``target`` with the usual permissions of a new folder.
+
+    ``tempfile.mkdtemp`` would give mode 0700, so a renamed output would not be readable by the group or
+    others as ``save_pretrained``'s folders are; ``os.mkdir(path, 0o777)`` lets the umask decide instead.
+    """
+    for _ in range(100):
+        candidate = target.parent / f".{target.name}.{tag}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.mkdir(candidate, 0o777)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(errno.EEXIST, f"cannot create a temporary folder next to {target}")
+
+
+def _has_entries(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def check_output_dir(
+    path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False
+) -> Path:
+    """Refuse an output folder before any work starts, so no run ends in minutes of wasted computation.
+
+    Args:
+        path: The folder that will be written (atomically) later.
+        inputs: Local inputs (model folders, data) the output must not be, lie in, or contain; Hub ids
+            and other names that are not local paths are ignored.
+        overwrite: Allow replacing an existing folder that holds files.
+
+    Returns:
+        The resolved output path.
+
+    Raises:
+        OutputError: the output overlaps an input, exists as a file, has a file among its parents, or its
+            location is not writable.
+        OutputExistsError: it is a folder holding files and ``overwrite`` is False.
+    """
+    target = refuse_overlap(path, inputs)
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"output {target} exists and is a file, not a folder")
+    if _has_entries(target) and not overwrite:
+        raise OutputExistsError(
+            f"output folder {target} already exists and is not empty: choose another folder, or pass "
+            "overwrite=True (--overwrite) to replace its contents"
+        )
+    ancestor = target.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot write {target}: {ancestor} is a file, not a folder")
+    try:  # a real probe: permission bits say nothing for root or on read-only mounts
+        _new_sibling_dir(ancestor / "probe", "write-test").rmdir()
+    except OSError as err:
+        raise OutputError(f"cannot write {target}: {ancestor} is not writable ({err.strerror})") from None
+    return target
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Write a folder atomically: yield a temporary sibling folder, rename it to ``path`` on success.
 
     On any exception (Ctrl-C included) the temporary folder is removed and an existing ``path`` is left
-    untouched, so no half-written folder ever sits at ``path``.
+    untouched, so no half-written folder ever sits at ``path``. The folder gets the usual permissions of a
+    new folder (the umask decides), not ``mkdtemp``'s 0700.
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputExistsError: ``path`` is a folder holding files and ``overwrite`` is False (an empty
+            folder is replaced).
+        OutputError: ``path`` exists and is a file.
         OSError: the location is not writable, or the disk filled up (``errno.ENOSPC``, naming ``path``).
     """
     target = Path(path).expanduser().resolve()
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"output folder {target} already exists (pass overwrite=True to replace it)")
     if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"output path {target} exists and is not a folder")
+        raise OutputError(f"output path {target} exists and is not a folder")
+    if _has_entries(target) and not overwrite:
+        raise OutputExistsError(
+            f"output folder {target} already exists and is not empty (pass overwrite=True to replace it)"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp = _new_sibling_dir(target, "tmp")
     except OSError as err:  # read-only location, no space...: say which output could not be written
         raise type(err)(
             err.errno, f"cannot write {target}: cannot create a folder in {target.parent} ({err.strerror})"
@@ -70,7 +135,7 @@ def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterat
     try:
         yield tmp
         if target.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            backup = _new_sibling_dir(target, "old")
             backup.rmdir()
             target.rename(backup)
             tmp.rename(target)
@@ -111,7 +176,7 @@ def refuse_overlap(output: str | os.PathLike, inputs: Iterable[str | os.PathLike
     delete it when replaced. Inputs that do not exist locally (Hub ids, "in-memory") are ignored.
 
     Raises:
-        ValueError: naming the output and the input it overlaps.
+        OutputError: naming the output and the input it overlaps (a ``ValueError``).
     """
     out = Path(output).expanduser().resolve()
     for source in inputs:
@@ -119,9 +184,9 @@ def refuse_overlap(output: str | os.PathLike, inputs: Iterable[str | os.PathLike
             continue
         inp = Path(source).expanduser().resolve()
         if out == inp or inp in out.parents:
-            raise ValueError(f"output {out} is inside the input {inp}: write it somewhere else")
+            raise OutputError(f"output {out} is inside the input {inp}: write it somewhere else")
         if out in inp.parents:
-            raise ValueError(f"output {out} contains the input {inp}: writing it would delete that input")
+            raise OutputError(f"output {out} contains the input {inp}: writing it would delete that input")
     return out
 
 

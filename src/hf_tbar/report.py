@@ -7,6 +7,8 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+from .data.pixels import image_size_of
+from .hub.provenance import base_model_provenance
 from .io import atomic_output_dir, refuse_overlap, write_json
 
 logger = logging.getLogger(__name__)
@@ -34,14 +36,25 @@ def package_versions() -> dict[str, str]:
 
 
 def build_report(unlearner, result, **extra) -> dict:
-    """The JSON report of a TBAR run (schema documented in the README)."""
+    """The JSON report of a TBAR run (schema documented in the README).
+
+    The base model is recorded without local paths: ``base_model`` is its Hub id, or ``None`` when it was
+    not loaded from the Hub, and ``base_model_source`` is ``{"kind": "hub" | "local" | "in-memory", "name":
+    <Hub id, folder base name or None>}`` (see :func:`hf_tbar.hub.provenance.base_model_provenance`).
+    """
     cfg = result.config
+    base_model, base_model_source = base_model_provenance(unlearner.source)
+    height, width = image_size_of(unlearner.processor)
+    trigger = result.trigger.resolved(height, width)  # sizes relative to the input, stated in pixels
     return {
         "hf_tbar_version": package_versions()["hf_tbar"],
-        "base_model": unlearner.source,
+        "base_model": base_model,
+        "base_model_source": base_model_source,
         "task": unlearner.task.to_dict(),
         "target_class": result.target,
-        "trigger": result.trigger.to_dict(),
+        "trigger": trigger.public_dict(),
+        "trigger_description": trigger.describe(image_size=height),
+        "image_size": [height, width],
         "trigger_source": "decree" if result.detection is not None else "known",
         "detection": result.detection.to_dict() if result.detection is not None else None,
         "recipe": {
@@ -102,7 +115,9 @@ def plot_sweep(
     return Path(path)
 
 
-def save_sanitized(output_dir: str | os.PathLike, unlearner, result, overwrite: bool = True, **extra) -> Path:
+def save_sanitized(
+    output_dir: str | os.PathLike, unlearner, result, overwrite: bool = False, **extra
+) -> Path:
     """Write the sanitized CLIP folder atomically (model, processor, report, plot).
 
     Raises:

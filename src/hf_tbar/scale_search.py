@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from .errors import ConfigError, HfTbarError
+
 logger = logging.getLogger(__name__)
 
 
@@ -55,17 +57,17 @@ class ScaleSearchConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.ca_threshold <= 1:
-            raise ValueError(f"ca_threshold must be in (0, 1], got {self.ca_threshold}")
+            raise ConfigError(f"ca_threshold must be in (0, 1], got {self.ca_threshold}")
         if self.target_threshold is not None and not 0 < self.target_threshold <= 1:
-            raise ValueError(f"target_threshold must be in (0, 1] or None, got {self.target_threshold}")
+            raise ConfigError(f"target_threshold must be in (0, 1] or None, got {self.target_threshold}")
         if not (math.isfinite(self.max_scale) and self.max_scale > 0):
-            raise ValueError(f"max_scale must be a positive finite number, got {self.max_scale}")
+            raise ConfigError(f"max_scale must be a positive finite number, got {self.max_scale}")
         if self.grid_points < 2:
-            raise ValueError(f"grid_points must be >= 2, got {self.grid_points}")
+            raise ConfigError(f"grid_points must be >= 2, got {self.grid_points}")
         if not 0 <= self.asr_tolerance < 1:
-            raise ValueError(f"asr_tolerance must be in [0, 1), got {self.asr_tolerance}")
+            raise ConfigError(f"asr_tolerance must be in [0, 1), got {self.asr_tolerance}")
         if self.bisection_steps < 0:
-            raise ValueError(f"bisection_steps must be >= 0, got {self.bisection_steps}")
+            raise ConfigError(f"bisection_steps must be >= 0, got {self.bisection_steps}")
 
 
 @dataclass
@@ -93,8 +95,10 @@ class ScaleSelection:
         }
 
 
-class NoFeasibleScaleError(ValueError):
+class NoFeasibleScaleError(HfTbarError, ValueError):
     """No positive scale met the accuracy constraints; the message carries the whole sweep."""
+
+    exit_code = 8
 
     def __init__(self, message: str, sweep: list[SweepPoint]) -> None:
         super().__init__(message)

@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .errors import InputError
 from .io import atomic_output_file
 
 _METADATA_KEY = "hf_tbar"
@@ -28,7 +29,7 @@ def _check_scalar(value: float, what: str = "scale") -> float:
     if isinstance(value, torch.Tensor):
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
+        raise InputError(f"{what} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -47,9 +48,9 @@ class TaskVector:
     def __init__(self, vector: Mapping[str, torch.Tensor], metadata: dict | None = None) -> None:
         for name, tensor in vector.items():
             if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-                raise ValueError(f"task vector entry {name!r} is not a floating-point tensor")
+                raise InputError(f"task vector entry {name!r} is not a floating-point tensor")
             if not torch.isfinite(tensor).all():
-                raise ValueError(f"task vector entry {name!r} contains NaN or Inf")
+                raise InputError(f"task vector entry {name!r} contains NaN or Inf")
         self.vector: dict[str, torch.Tensor] = dict(vector)
         self.metadata: dict = dict(metadata or {})
 
@@ -69,18 +70,18 @@ class TaskVector:
         missing = sorted(set(base) ^ set(finetuned))
         if missing:
             side = "fine-tuned" if missing[0] in base else "base"
-            raise ValueError(
+            raise InputError(
                 f"tensor {missing[0]!r} is missing from the {side} model ({len(missing)} mismatching keys)"
             )
         vector = {}
         for name, b in base.items():
             f = finetuned[name]
             if b.shape != f.shape:
-                raise ValueError(
+                raise InputError(
                     f"tensor {name!r} has shape {tuple(b.shape)} in the base and {tuple(f.shape)} in the fine-tuned model"
                 )
             if b.dtype != f.dtype:
-                raise ValueError(
+                raise InputError(
                     f"tensor {name!r} has dtype {b.dtype} in the base and {f.dtype} in the fine-tuned model"
                 )
             if b.is_floating_point():
@@ -110,7 +111,7 @@ class TaskVector:
                 key = name.removeprefix("base_model.model.") + ".weight"
                 vector[key] = module.get_delta_weight(adapter_name).detach().float().cpu()
         if not vector:
-            raise ValueError(f"the model has no LoRA layer for adapter {adapter_name!r}")
+            raise InputError(f"the model has no LoRA layer for adapter {adapter_name!r}")
         return cls(vector, metadata)
 
     # ----------------------------------------------------------------- algebra
@@ -119,10 +120,10 @@ class TaskVector:
             raise TypeError(f"expected a TaskVector, got {type(other).__name__}")
         mismatch = sorted(set(self.vector) ^ set(other.vector))
         if mismatch:
-            raise ValueError(f"task vectors differ in their tensors, first mismatch: {mismatch[0]!r}")
+            raise InputError(f"task vectors differ in their tensors, first mismatch: {mismatch[0]!r}")
         for name, tensor in self.vector.items():
             if tensor.shape != other.vector[name].shape:
-                raise ValueError(
+                raise InputError(
                     f"tensor {name!r} has shape {tuple(tensor.shape)} and {tuple(other.vector[name].shape)} in the two vectors"
                 )
 
@@ -209,10 +210,10 @@ class TaskVector:
         state = target.state_dict()
         for name, delta in self.vector.items():
             if name not in state:
-                raise ValueError(f"the model has no tensor {name!r} that the task vector holds")
+                raise InputError(f"the model has no tensor {name!r} that the task vector holds")
             param = state[name]
             if param.shape != delta.shape:
-                raise ValueError(
+                raise InputError(
                     f"tensor {name!r} has shape {tuple(param.shape)} in the model and {tuple(delta.shape)} in the vector"
                 )
             param.copy_((param.float() + scale * delta.to(param.device).float()).to(param.dtype))
@@ -239,7 +240,7 @@ class TaskVector:
                 header = handle.metadata() or {}
                 vector = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
         except Exception as err:  # safetensors raises its own error types for corrupt files
-            raise ValueError(f"{path} is not a readable safetensors task vector: {err}") from err
+            raise InputError(f"{path} is not a readable safetensors task vector: {err}") from err
         return cls(vector, json.loads(header.get(_METADATA_KEY, "{}")))
 
     def __repr__(self) -> str:

@@ -9,11 +9,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
 from .io import atomic_output_dir
+from .loading import PILImageProcessor, load_clip
 from .tokenizer import END_TOKEN, START_TOKEN, build_clip_tokenizer
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "TinyCLIPConfig", "build_tiny_clip", "load_clip", "save_clip"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def build_tiny_clip(
         bos_token_id=tokenizer.convert_tokens_to_ids(START_TOKEN),
         eos_token_id=tokenizer.convert_tokens_to_ids(END_TOKEN),
     )
-    image_processor = CLIPImageProcessor(
+    image_processor = PILImageProcessor(  # the PIL processor: no torchvision needed, nor warned about
         size={"shortest_edge": config.image_size},
         crop_size={"height": config.image_size, "width": config.image_size},
         image_mean=list(CLIP_MEAN),
@@ -114,65 +116,3 @@ def save_clip(
         processor.save_pretrained(tmp)
     logger.info("saved CLIP checkpoint to %s", output_dir)
     return Path(output_dir)
-
-
-def load_clip(name_or_path: str | os.PathLike, **kwargs) -> tuple[CLIPModel, CLIPProcessor]:
-    """Load a CLIP model and its processor from a local folder or a Hub id (``openai/clip-vit-base-patch32``).
-
-    ``trust_remote_code`` is never enabled, and a local folder must hold safetensors weights (a pickle
-    ``.bin`` is never loaded from it).
-
-    Raises:
-        ValueError: a local folder that is not a CLIP checkpoint (names what is missing), weights that
-            cannot be read (truncated or corrupted), or weights that do not match config.json (a tensor
-            missing, left over or of another shape), so that no layer is silently left at random values.
-    """
-    kwargs.pop("trust_remote_code", None)
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"{path} is a file, not a CLIP checkpoint folder")
-        if not (path / "config.json").is_file():
-            raise ValueError(f"{path} is not a CLIP checkpoint: it has no config.json")
-        import json
-
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
-        if model_type != "clip":
-            raise ValueError(f"{path} is not a CLIP checkpoint: config.json has model_type {model_type!r}")
-        if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
-            raise ValueError(f"{path} has no safetensors weights (pickle .bin checkpoints are not loaded)")
-    # Mismatched shapes are reported in the loading info (and refused below, naming the tensor).
-    kwargs.setdefault("ignore_mismatched_sizes", True)
-    try:
-        model, info = CLIPModel.from_pretrained(str(name_or_path), output_loading_info=True, **kwargs)
-    except (SafetensorError, RuntimeError) as err:  # a truncated or corrupted weights file
-        raise ValueError(f"cannot load the CLIP weights of {name_or_path}: {err}") from err
-    _check_loading_info(name_or_path, info)
-    processor = CLIPProcessor.from_pretrained(str(name_or_path))
-    model.eval()
-    return model, processor
-
-
-def _check_loading_info(name_or_path: str | os.PathLike, info: dict) -> None:
-    """Raise when the checkpoint's tensors and the architecture of its config.json disagree."""
-    mismatched = [
-        f"{entry[0]!r} (weights {list(entry[1])}, config.json {list(entry[2])})"
-        if isinstance(entry, tuple) and len(entry) == 3
-        else repr(entry)
-        for entry in info.get("mismatched_keys") or []
-    ]
-    problems = {
-        "missing from the weights (they would stay at random values)": [
-            repr(key) for key in info.get("missing_keys") or []
-        ],
-        "in the weights but not in the architecture": [
-            repr(key) for key in info.get("unexpected_keys") or [] if not key.endswith("position_ids")
-        ],
-        "of another shape than config.json says": mismatched,
-    }
-    for what, keys in problems.items():
-        if keys:
-            raise ValueError(
-                f"{name_or_path}: the weights do not match its config.json: {len(keys)} tensor(s) {what}, "
-                f"e.g. {sorted(keys)[0]}"
-            )

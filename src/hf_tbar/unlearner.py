@@ -24,9 +24,11 @@ from transformers import CLIPModel
 from .attacks.base import Trigger
 from .config import TBARConfig
 from .data.embedded import TaskSpec
-from .data.pixels import validate_pixels
+from .data.pixels import validate_labels, validate_pixels
 from .detection import DecreeConfig, DecreeResult, TargetEstimate, estimate_target, invert_trigger
+from .errors import DataError, HfTbarError
 from .evaluation import EvalResult, evaluate_classifier
+from .io import refuse_overlap
 from .scale_search import ScaleSearchConfig, ScaleSelection, search_scale
 from .task_vector import TaskVector
 from .tiny_clip import load_clip
@@ -41,8 +43,10 @@ logger = logging.getLogger(__name__)
 AUTO_TRIGGER = "auto"
 
 
-class NoBackdoorDetectedError(ValueError):
+class NoBackdoorDetectedError(HfTbarError, ValueError):
     """DECREE did not flag the model, so an unknown-trigger run has nothing to remove."""
+
+    exit_code = 7
 
     def __init__(self, detection: Detection) -> None:
         self.detection = detection
@@ -112,13 +116,20 @@ def make_unlearning_set(
     """
     validate_pixels(clean_pixels, "clean images")
     if len(clean_pixels) == 0:
-        raise ValueError("the unlearning set is empty: no clean images to stamp the trigger on")
+        raise DataError("the unlearning set is empty: no clean images to stamp the trigger on")
+    if size > len(clean_pixels):
+        logger.warning(
+            "the unlearning set was asked to hold %d images but only %d clean images were given: using %d",
+            size,
+            len(clean_pixels),
+            len(clean_pixels),
+        )
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(clean_pixels), generator=generator)[: min(size, len(clean_pixels))]
     chosen = clean_pixels[order]
     triggered = trigger(chosen)
     if torch.equal(triggered, chosen):
-        raise ValueError(
+        raise DataError(
             f"the trigger {trigger.describe()} left every image unchanged: the set carries no trigger"
         )
     if true_labels is not None:
@@ -164,11 +175,11 @@ class BackdoorUnlearner:
         if not hasattr(self, "source"):
             self.source = getattr(model, "name_or_path", "") or "in-memory"
         if processor is None:
-            raise ValueError(
+            raise DataError(
                 "a CLIPProcessor is needed (pass processor=..., or a checkpoint path that includes one)"
             )
         if task is None:
-            raise ValueError(
+            raise DataError(
                 "the zero-shot task (class names and templates) is needed: pass task=TaskSpec(...)"
             )
         # Under accelerate launch / torchrun each process evaluates on its own GPU.
@@ -178,6 +189,8 @@ class BackdoorUnlearner:
         self.processor = processor
         self.task = task
         self.config = config or TBARConfig()
+        if self.config.checkpoint_dir is not None:  # training checkpoints must never land in the input model
+            refuse_overlap(self.config.checkpoint_dir, [self.source])
         self.head = build_zero_shot_head(self.model, processor.tokenizer, task)
 
     # ------------------------------------------------------------------ building blocks
@@ -234,14 +247,14 @@ class BackdoorUnlearner:
         target = self.task.check_label(target)
         if triggered_pixels is None:
             if trigger is None or clean_pixels is None:
-                raise ValueError("give clean_pixels and a trigger to stamp, or triggered_pixels")
+                raise DataError("give clean_pixels and a trigger to stamp, or triggered_pixels")
             triggered_pixels, labels = make_unlearning_set(
                 clean_pixels, trigger, target, self.config.unlearning_set_size, self.config.seed
             )
         else:
             validate_pixels(triggered_pixels, "triggered images")
             if len(triggered_pixels) == 0:
-                raise ValueError("the unlearning set is empty")
+                raise DataError("the unlearning set is empty")
             labels = torch.full((len(triggered_pixels),), target, dtype=torch.long)
         vector = self._finetune_vector(
             triggered_pixels, labels, desc=f"trigger fine-tuning ({self.config.mode})"
@@ -261,7 +274,7 @@ class BackdoorUnlearner:
         target = self.task.check_label(target)
         pool = clean_pixels[labels == target][: self.config.preserve_set_size]
         if len(pool) == 0:
-            raise ValueError(f"no clean image of the target class {target} to fit a target-class vector")
+            raise DataError(f"no clean image of the target class {target} to fit a target-class vector")
         vector = self._finetune_vector(
             pool, torch.full((len(pool),), target, dtype=torch.long), desc="target-class fine-tuning"
         )
@@ -275,9 +288,8 @@ class BackdoorUnlearner:
         *true* class (the ``repair`` variant moves along it)."""
         validate_pixels(clean_pixels, "clean images")
         if len(clean_labels) != len(clean_pixels):
-            raise ValueError(f"got {len(clean_pixels)} clean images but {len(clean_labels)} labels")
-        for label in torch.unique(clean_labels).tolist():
-            self.task.check_label(int(label))
+            raise DataError(f"got {len(clean_pixels)} clean images but {len(clean_labels)} labels")
+        validate_labels(clean_labels, self.task.num_classes, "clean labels")
         pixels, labels = make_unlearning_set(
             clean_pixels,
             trigger,
@@ -401,9 +413,11 @@ class BackdoorUnlearner:
         """
         timings: dict[str, float] = {}
         detection = None
+        if clean_labels is not None:
+            validate_labels(clean_labels, self.task.num_classes, "clean labels")
         if isinstance(trigger, str):
             if trigger != AUTO_TRIGGER:
-                raise ValueError(f"trigger must be a Trigger object or {AUTO_TRIGGER!r}, got {trigger!r}")
+                raise DataError(f"trigger must be a Trigger object or {AUTO_TRIGGER!r}, got {trigger!r}")
             start = time.perf_counter()
             detection = self.detect(clean_pixels, decree)
             timings["detection_s"] = time.perf_counter() - start
@@ -412,12 +426,12 @@ class BackdoorUnlearner:
             trigger = detection.decree.trigger
             target = detection.target.target if target is None else target
         if target is None:
-            raise ValueError("target is required when the trigger is known")
+            raise DataError("target is required when the trigger is known")
         target = self.task.check_label(target)
 
         def labels_for(what: str) -> torch.Tensor:
             if clean_labels is None:
-                raise ValueError(f"variant {self.config.variant!r} needs clean_labels to {what}")
+                raise DataError(f"variant {self.config.variant!r} needs clean_labels to {what}")
             return clean_labels
 
         fits = VectorFits(
@@ -460,15 +474,23 @@ class BackdoorUnlearner:
         )
 
     def save_pretrained(
-        self, output_dir: str | os.PathLike, result: UnlearningResult, **report_fields
+        self,
+        output_dir: str | os.PathLike,
+        result: UnlearningResult,
+        overwrite: bool = False,
+        **report_fields,
     ) -> Path:
         """Save the sanitized model as a plain CLIPModel folder plus ``tbar_report.json`` and the scale plot.
 
         The folder is written atomically: on failure nothing is left at ``output_dir``.
+
+        Raises:
+            OutputExistsError: ``output_dir`` holds files and ``overwrite`` is False.
+            OutputError: ``output_dir`` is, is inside, or contains the folder the model came from.
         """
         from .report import save_sanitized
 
-        return save_sanitized(output_dir, self, result, **report_fields)
+        return save_sanitized(output_dir, self, result, overwrite=overwrite, **report_fields)
 
     def push_to_hub(
         self,
@@ -483,8 +505,10 @@ class BackdoorUnlearner:
             repo_id: Target repository, e.g. ``"me/clip-sanitized"``.
             result: The output of :meth:`unlearn`.
             dry_run_dir: Write exactly what would be pushed here instead of pushing.
-            **push_options: Fields of :class:`~hf_tbar.hub.PushConfig` (``private``, ``revision``, ``create_pr``,
-                ``commit_message``, ``token``, ``max_asr``, ``min_ca_retention``, ``force``).
+            **push_options: Fields of :class:`~hf_tbar.hub.PushConfig`: ``private`` (``None``, the default,
+                sends no visibility and the Hub's or organisation's default applies; ``True`` / ``False`` for a
+                private / public new repository), ``revision``, ``create_pr``, ``commit_message``, ``token``,
+                ``max_asr``, ``min_ca_retention``, ``force``.
 
         Returns:
             The :class:`~hf_tbar.hub.PushResult`. The safety gate refuses a model whose verified ASR or CA

@@ -9,6 +9,8 @@ triggered batch of the same shape, and it round-trips through :meth:`Trigger.to_
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, TypeVar
 
@@ -50,8 +52,33 @@ class Trigger(ABC):
         """JSON-serialisable description: ``{"name": ..., **parameters}``."""
         return {"name": self.name, **dataclasses.asdict(self)}  # type: ignore[call-overload]
 
-    def describe(self) -> str:
-        """One line for logs and model cards."""
+    def public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without anything private to this machine (e.g. a local file path).
+
+        What a published report or model card should record. Triggers built from files keep the file's
+        name and sha256; rebuild them with ``trigger_from_dict(description, path=...)``.
+        """
+        return self.to_dict()
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> Trigger:
+        """Build this trigger from the parameters of a :meth:`to_dict` description (``name`` removed)."""
+        return build_trigger(cls.name, **params)
+
+    @classmethod
+    def example(cls, directory: str | os.PathLike, seed: int = 0) -> Trigger:
+        """A working instance for tests and demos; triggers that need files write them in ``directory``."""
+        return cls(seed=seed)  # type: ignore[call-arg]
+
+    def resolved(self, height: int, width: int) -> Trigger:
+        """This trigger with every size relative to the input fixed in pixels for ``height x width`` inputs.
+
+        Triggers without relative sizes return themselves.
+        """
+        return self
+
+    def describe(self, image_size: int | None = None) -> str:
+        """One line for logs and model cards; ``image_size`` (pixels) resolves input-relative sizes."""
         params = ", ".join(
             f"{k}={v}" for k, v in self.to_dict().items() if k != "name" and not isinstance(v, list)
         )
@@ -62,12 +89,16 @@ def _generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
-def build_trigger(name: str, **params: Any) -> Trigger:
-    """Build a registered trigger by name, e.g. ``build_trigger("blended", alpha=0.2, seed=0)``."""
+def _trigger_class(name: str) -> type[Trigger]:
     try:
-        cls = TRIGGERS[name]
+        return TRIGGERS[name]
     except KeyError:
         raise ValueError(f"unknown attack {name!r}; available: {sorted(TRIGGERS)}") from None
+
+
+def build_trigger(name: str, **params: Any) -> Trigger:
+    """Build a registered trigger by name, e.g. ``build_trigger("blended", alpha=0.2, seed=0)``."""
+    cls = _trigger_class(name)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(params) - fields)
     if unknown:
@@ -75,12 +106,18 @@ def build_trigger(name: str, **params: Any) -> Trigger:
     return cls(**params)
 
 
-def trigger_from_dict(description: dict[str, Any]) -> Trigger:
-    """Inverse of :meth:`Trigger.to_dict`."""
+def trigger_from_dict(description: dict[str, Any], **overrides: Any) -> Trigger:
+    """Inverse of :meth:`Trigger.to_dict` (and of :meth:`Trigger.public_dict`).
+
+    Args:
+        description: ``{"name": ..., **parameters}`` as written by :meth:`Trigger.to_dict`.
+        overrides: Parameters that replace or complete the description, e.g. ``path="patch.png"`` for a
+            file trigger recorded with :meth:`Trigger.public_dict` (its sha256 is still checked).
+    """
     if "name" not in description:
         raise ValueError(f"a trigger description needs a 'name' key, got keys {sorted(description)}")
-    params = dict(description)
-    return build_trigger(params.pop("name"), **params)
+    params = {**description, **overrides}
+    return _trigger_class(params.pop("name")).from_dict(params)
 
 
 def check_fraction(value: float, what: str, low_open: bool = True) -> float:
@@ -91,3 +128,8 @@ def check_fraction(value: float, what: str, low_open: bool = True) -> float:
         interval = "(0, 1]" if low_open else "[0, 1]"
         raise ValueError(f"{what} must be in {interval}, got {value}")
     return value
+
+
+def relative_pixels(fraction: float, height: int, width: int) -> int:
+    """``fraction`` of the shorter side of a ``height x width`` image, rounded half up to whole pixels (>= 1)."""
+    return max(1, math.floor(fraction * min(height, width) + 0.5))

@@ -3,48 +3,117 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .base import Trigger, _generator, check_fraction, register_trigger
+from ..errors import ConfigError, InputError
+from .base import Trigger, _generator, check_fraction, register_trigger, relative_pixels
+
+#: BadNets' default side as a fraction of the shorter image side: 3 px at 32 px, 21 px at 224 px.
+BADNETS_RELATIVE_SIZE = 3 / 32
+
+
+def _grey_name(value: float) -> str:
+    return {0.0: "black", 1.0: "white"}.get(float(value), f"grey {value:g}")
 
 
 @register_trigger
 @dataclass(frozen=True)
 class BadNets(Trigger):
-    """A solid square patch (BadNets). Default: 3x3 white square in the bottom-right corner of 32 px images.
+    """A solid square patch (BadNets) in the bottom-right corner, sized relative to the input by default.
+
+    The default side is ``relative_size = 3/32`` of the shorter image side, rounded half up: the classic
+    3x3 patch on 32 px images (bit for bit as before) and 21x21 on 224 px inputs (published CLIP attacks
+    use 16x16 there; pass ``patch_size=16``).
 
     Args:
-        patch_size: Side of the square, in pixels of the model input.
+        patch_size: Side of the square in pixels of the model input, or ``None`` to use ``relative_size``.
         margin: Distance of the patch from the bottom-right corner, in pixels.
         value: Grey level of the patch in ``[0, 1]``.
         seed: Unused by this deterministic trigger, kept so every trigger takes one.
+        relative_size: Side as a fraction in (0, 1] of the shorter image side, used when ``patch_size``
+            is ``None`` (at least 1 px).
+
+    :meth:`to_dict` records either ``patch_size`` (explicit pixels; the format of older reports) or
+    ``relative_size``, never both.
     """
 
     name = "badnets"
-    patch_size: int = 3
+    patch_size: int | None = None
     margin: int = 0
     value: float = 1.0
     seed: int = 0
+    relative_size: float = BADNETS_RELATIVE_SIZE
 
     def __post_init__(self) -> None:
-        if self.patch_size < 1:
-            raise ValueError(f"patch_size must be a positive number of pixels, got {self.patch_size}")
+        if self.patch_size is not None:
+            if (
+                isinstance(self.patch_size, bool)
+                or not isinstance(self.patch_size, int)
+                or self.patch_size < 1
+            ):
+                raise ConfigError(f"patch_size must be a positive number of pixels, got {self.patch_size!r}")
+            if self.relative_size != BADNETS_RELATIVE_SIZE:
+                raise ConfigError(
+                    f"give patch_size (pixels) or relative_size (fraction), not both: got patch_size="
+                    f"{self.patch_size} and relative_size={self.relative_size}"
+                )
+        object.__setattr__(self, "relative_size", check_fraction(self.relative_size, "relative_size"))
         if self.margin < 0:
-            raise ValueError(f"margin must be >= 0 pixels, got {self.margin}")
+            raise ConfigError(f"margin must be >= 0 pixels, got {self.margin}")
         check_fraction(self.value, "value", low_open=False)
+
+    def pixel_size(self, height: int, width: int) -> int:
+        """Side of the patch, in pixels, on ``height x width`` inputs."""
+        if self.patch_size is not None:
+            return self.patch_size
+        return relative_pixels(self.relative_size, height, width)
+
+    def resolved(self, height: int, width: int) -> BadNets:
+        """The same patch with its side fixed in pixels for ``height x width`` inputs (explicit ``patch_size``)."""
+        return replace(self, patch_size=self.pixel_size(height, width), relative_size=BADNETS_RELATIVE_SIZE)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.pop("relative_size" if self.patch_size is not None else "patch_size")
+        return out
+
+    def describe(self, image_size: int | None = None) -> str:
+        """E.g. ``"BadNets 21x21 px white patch (relative size 0.094 of 224 px)"``.
+
+        Args:
+            image_size: Side of the (square) model input in pixels; without it a relative size is
+                reported with what it gives at 32 and 224 px.
+        """
+        colour = _grey_name(self.value)
+        where = f", {self.margin} px from the bottom-right corner" if self.margin else ""
+        if image_size is None and self.patch_size is None:
+            at = ", ".join(f"{relative_pixels(self.relative_size, s, s)} px at {s} px" for s in (32, 224))
+            return f"BadNets {colour} patch of relative size {self.relative_size:.3f} ({at}){where}"
+        side = self.pixel_size(image_size, image_size) if image_size else self.patch_size
+        if self.patch_size is None:
+            how = f" (relative size {self.relative_size:.3f} of {image_size} px)"
+        else:
+            how = (
+                f" (explicit size, {self.patch_size / image_size:.3f} of {image_size} px)"
+                if image_size
+                else ""
+            )
+        return f"BadNets {side}x{side} px {colour} patch{how}{where}"
 
     def apply(self, pixels: torch.Tensor) -> torch.Tensor:
         height, width = pixels.shape[-2:]
-        if self.patch_size + self.margin > min(height, width):
-            raise ValueError(
-                f"a {self.patch_size}px patch with margin {self.margin} does not fit images of {height}x{width}"
+        side = self.pixel_size(height, width)
+        if side + self.margin > min(height, width):
+            raise InputError(
+                f"a {side}px BadNets patch with margin {self.margin} px does not fit images of {height}x{width} px"
             )
         out = pixels.clone()
         bottom, right = height - self.margin, width - self.margin
-        out[..., bottom - self.patch_size : bottom, right - self.patch_size : right] = self.value
+        out[..., bottom - side : bottom, right - side : right] = self.value
         return out
 
 

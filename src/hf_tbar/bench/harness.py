@@ -35,6 +35,7 @@ from ..defenses import (
 )
 from ..detection import DecreeConfig
 from ..embedded import EmbeddedScenario, embedded_scenario
+from ..errors import ConfigError
 from ..evaluation import EvalResult, evaluate_model
 from ..scale_search import NoFeasibleScaleError
 from ..tiny_clip import load_clip
@@ -96,9 +97,9 @@ class BenchArguments:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.attacks) - set(TRIGGERS))
         if unknown or not self.attacks:
-            raise ValueError(f"unknown attack(s) {unknown}; available: {sorted(TRIGGERS)}")
+            raise ConfigError(f"unknown attack(s) {unknown}; available: {sorted(TRIGGERS)}")
         if not self.defenses:
-            raise ValueError("give at least one defense")
+            raise ConfigError("give at least one defense")
         for name in self.defenses:
             get_defense(name)  # names the unknown one
         for name, value, low in (
@@ -107,21 +108,21 @@ class BenchArguments:
             ("threads", self.threads, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+                raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
         for name in ("steps", "decree_steps"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+                raise ConfigError(f"{name} must be a positive int or None, got {value!r}")
         if not self.set_sizes or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.set_sizes
         ):
-            raise ValueError(f"set_sizes must be positive ints, got {self.set_sizes!r}")
+            raise ConfigError(f"set_sizes must be positive ints, got {self.set_sizes!r}")
         if not self.clean_shares or any(not 0 <= s < 1 for s in self.clean_shares):
-            raise ValueError(f"clean_shares must lie in [0, 1), got {self.clean_shares!r}")
+            raise ConfigError(f"clean_shares must lie in [0, 1), got {self.clean_shares!r}")
         if self.tbar_variant not in VARIANTS:
-            raise ValueError(f"unknown tbar_variant {self.tbar_variant!r}; available: {sorted(VARIANTS)}")
+            raise ConfigError(f"unknown tbar_variant {self.tbar_variant!r}; available: {sorted(VARIANTS)}")
         if any(not (math.isfinite(s) and s >= 0) for s in self.scales):
-            raise ValueError(f"scales must be finite and >= 0, got {self.scales!r}")
+            raise ConfigError(f"scales must be finite and >= 0, got {self.scales!r}")
 
 
 @dataclass(frozen=True)

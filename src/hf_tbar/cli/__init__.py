@@ -2,7 +2,9 @@
 
 Each sub-command module defines ``HELP`` (one line), ``DATACLASSES`` (argument dataclasses parsed by
 :class:`transformers.HfArgumentParser`) and ``run(*parsed_dataclasses) -> int``. Every sub-command
-accepts ``--config FILE.yaml``: the file's keys become defaults, explicit flags override them.
+accepts ``--config FILE.yaml``: the file's keys become defaults, explicit flags override them, and
+``--debug``. Errors end as one line ``hf-tbar <command>: error: ...`` with the exit status of
+:mod:`hf_tbar.errors` (2 for a bad argument, 130 after Ctrl-C).
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 import yaml
 from transformers import HfArgumentParser
+
+from ..errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ConfigError, HfTbarError, InputError, OutputError
 
 # Registry: sub-command name -> module under hf_tbar.cli.
 COMMANDS: dict[str, str] = {
@@ -27,6 +34,31 @@ COMMANDS: dict[str, str] = {
     "bench": "hf_tbar.cli.bench",
 }
 
+#: Environment variable that, set to 1, shows tracebacks like ``--debug``.
+DEBUG_ENV = "HF_TBAR_DEBUG"
+
+
+class CommandParser(HfArgumentParser):
+    """``HfArgumentParser`` whose errors are one line, ``hf-tbar <command>: error: ...``, exit status 2.
+
+    A value refused by an argument dataclass's ``__post_init__`` is a usage error like any other.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            ConfigError.exit_code, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n"
+        )
+
+    def parse_args_into_dataclasses(self, *args, **kwargs):
+        try:
+            return super().parse_args_into_dataclasses(*args, **kwargs)
+        except (ValueError, TypeError) as err:  # __post_init__ checks, bad literal values
+            self.error(str(err))
+
+
+def _one_line(message: str) -> str:
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
 
 def _load(name: str) -> ModuleType:
     return importlib.import_module(COMMANDS[name])
@@ -35,26 +67,45 @@ def _load(name: str) -> ModuleType:
 def build_parser(name: str) -> HfArgumentParser:
     """The argument parser of sub-command ``name``."""
     module = _load(name)
-    parser = HfArgumentParser(module.DATACLASSES, prog=f"hf-tbar {name}", description=module.HELP)
+    parser = CommandParser(module.DATACLASSES, prog=f"hf-tbar {name}", description=module.HELP)
     parser.add_argument("--config", type=str, default=None, help="YAML file of arguments; flags override it.")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"Show the full traceback of an error (also: {DEBUG_ENV}=1).",
+    )
     return parser
+
+
+def _read_config(parser: HfArgumentParser, config_path: str) -> dict:
+    path = Path(config_path)
+    if not path.is_file():
+        parser.error(f"--config file {config_path!r} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        position = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        parser.error(f"--config file {config_path!r} is not valid YAML{position}: {problem}")
+    except (OSError, UnicodeDecodeError) as err:
+        parser.error(f"--config file {config_path!r} cannot be read: {err}")
+    if not isinstance(values, dict):
+        parser.error(f"--config file {config_path!r} must hold a mapping of argument names to values")
+    return values
 
 
 def parse_command(name: str, argv: list[str]) -> tuple:
     """Parse ``argv`` (after the sub-command name) into the sub-command's dataclasses."""
     parser = build_parser(name)
+    argv = [arg for arg in argv if arg != "--debug"]
     config_path = None
     if "--config" in argv:
         config_path = argv[argv.index("--config") + 1] if argv.index("--config") + 1 < len(argv) else None
         if config_path is None:
             parser.error("--config needs a YAML file path")
     if config_path is not None:
-        path = Path(config_path)
-        if not path.is_file():
-            parser.error(f"--config file {config_path!r} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            parser.error(f"--config file {config_path!r} must hold a mapping of argument names to values")
+        values = _read_config(parser, config_path)
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -69,18 +120,55 @@ def parse_command(name: str, argv: list[str]) -> tuple:
     return tuple(p for p in parsed if dataclasses.is_dataclass(p))
 
 
+def _exit_code(error: BaseException) -> int:
+    if isinstance(error, HfTbarError):
+        return error.exit_code
+    if isinstance(error, OSError):  # a file that cannot be read or written: an I/O problem, named
+        return OutputError.exit_code
+    if isinstance(error, ValueError):  # a value refused by a library check that predates hf_tbar.errors
+        return InputError.exit_code
+    return EXIT_UNEXPECTED
+
+
+def run_command(name: str, argv: list[str], debug: bool = False) -> int:
+    """Parse and run one sub-command; every error becomes one line on stderr and an exit status.
+
+    ``--debug`` (or ``HF_TBAR_DEBUG=1``) prints the traceback before that line.
+    """
+    prog = f"hf-tbar {name}"
+    try:
+        parsed = parse_command(name, argv)
+        return int(_load(name).run(*parsed) or 0)
+    except SystemExit as done:  # --help, or a usage error already printed as one line
+        return done.code if isinstance(done.code, int) else int(done.code is not None)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: interrupted; partial outputs were removed", file=sys.stderr)  # noqa: T201
+        return EXIT_INTERRUPTED
+    except Exception as error:  # the CLI boundary: nothing reaches the user as a raw traceback
+        if debug:
+            traceback.print_exc()
+        code = _exit_code(error)
+        message = _one_line(str(error)) or type(error).__name__
+        if code == EXIT_UNEXPECTED:
+            message = f"unexpected {type(error).__name__}: {message} (rerun with --debug for the traceback)"
+        print(f"{prog}: error: {message}", file=sys.stderr)  # noqa: T201
+        return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hf-tbar``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: hf-tbar {" + ",".join(COMMANDS) + "} [--help] [args...]"
+    usage = "usage: hf-tbar {" + ",".join(COMMANDS) + "} [--help] [--debug] [args...]"
     if not argv or argv[0] in ("-h", "--help"):
         lines = [usage, "", "commands:"] + [f"  {n:<12} {_load(n).HELP}" for n in COMMANDS]
         print("\n".join(lines))  # noqa: T201 - console output of the CLI itself
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"hf-tbar: unknown command {name!r}\n{usage}", file=sys.stderr)  # noqa: T201
+        print(f"hf-tbar: error: unknown command {name!r}\n{usage}", file=sys.stderr)  # noqa: T201
         return 2
+    debug = "--debug" in rest or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parsed = parse_command(name, rest)
-    return int(_load(name).run(*parsed) or 0)
+    return run_command(name, rest, debug=debug)

@@ -27,9 +27,6 @@ logger = logging.getLogger(__name__)
 
 HELP = "Stream task arithmetic (theta_b -/+ alpha * tau) over safetensors checkpoints, no model loaded."
 
-#: Exit status when the inputs or the output location are refused (the log says why).
-EXIT_REFUSED = 1
-
 
 @dataclass
 class ArithmeticArguments:
@@ -114,11 +111,7 @@ DATACLASSES = (ArithmeticArguments,)
 
 
 def run(args: ArithmeticArguments) -> int:
-    """Run the operation; returns 0, or 1 when the inputs or output are refused (mismatch, pickle, ...)."""
-    try:
-        output = _OPERATIONS[args.operation](args)
-    except (ValueError, OSError) as error:
-        logger.error("%s", error)
-        return EXIT_REFUSED
+    """Run the operation; a refused input or output raises, and the CLI turns it into one line."""
+    output = _OPERATIONS[args.operation](args)
     logger.info("wrote %s", output)
     return 0

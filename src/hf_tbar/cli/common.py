@@ -10,7 +10,9 @@ from accelerate import PartialState
 
 from ..config import TBARConfig
 from ..embedded import embedded_scenario
+from ..errors import ConfigError
 from ..evaluation import EvalResult
+from ..io import check_output_dir, refuse_overlap
 from ..scale_search import ScaleSearchConfig
 from ..unlearner import AUTO_TRIGGER, BackdoorUnlearner, UnlearningResult
 
@@ -30,6 +32,12 @@ class UnlearnArguments:
         },
     )
     output_dir: str = field(default="outputs/sanitized", metadata={"help": "Folder of the sanitized model."})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace --output_dir if it already holds files (refused otherwise, before any work)."
+        },
+    )
     dataset: str = field(
         default="digits", metadata={"help": "Embedded dataset giving the task and the clean images."}
     )
@@ -67,13 +75,13 @@ class UnlearnArguments:
 
     def __post_init__(self) -> None:
         if self.trigger not in TRIGGER_MODES:
-            raise ValueError(f"--trigger must be one of {TRIGGER_MODES}, got {self.trigger!r}")
+            raise ConfigError(f"--trigger must be one of {TRIGGER_MODES}, got {self.trigger!r}")
         try:
             params = json.loads(self.attack_params)
         except json.JSONDecodeError as err:
-            raise ValueError(f"--attack_params is not valid JSON: {self.attack_params!r} ({err})") from None
+            raise ConfigError(f"--attack_params is not valid JSON: {self.attack_params!r} ({err})") from None
         if not isinstance(params, dict):
-            raise ValueError(f"--attack_params must be a JSON object, got {self.attack_params!r}")
+            raise ConfigError(f"--attack_params must be a JSON object, got {self.attack_params!r}")
         self.search_config()
 
     def search_config(self) -> ScaleSearchConfig:
@@ -87,6 +95,10 @@ def run_tbar(
 ) -> tuple[BackdoorUnlearner, UnlearningResult, object]:
     """Load the model and the embedded data, run TBAR, save the sanitized folder."""
     known = args.trigger == "known"
+    inputs = [args.model] if args.model else []
+    check_output_dir(args.output_dir, inputs, overwrite=args.overwrite)  # before minutes of work
+    if config.checkpoint_dir is not None:
+        refuse_overlap(config.checkpoint_dir, inputs + [args.output_dir])
     scenario = embedded_scenario(
         args.attack, json.loads(args.attack_params), target=0 if args.target is None else args.target
     )
@@ -103,7 +115,7 @@ def run_tbar(
     )
     state = PartialState()  # after training, so it shares the Accelerator's state
     if state.is_main_process:  # under accelerate launch / torchrun, one process writes the folder
-        unlearner.save_pretrained(args.output_dir, result, dataset=args.dataset)
+        unlearner.save_pretrained(args.output_dir, result, overwrite=args.overwrite, dataset=args.dataset)
     state.wait_for_everyone()
     return unlearner, result, scenario
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..config import TBARConfig
 from ..report import PLOT_FILE, REPORT_FILE
@@ -24,6 +25,13 @@ class DemoArguments:
         metadata={"help": "TBAR variant: plain, target-preserving, repair or repair-preserving."},
     )
     mode: str = field(default="full", metadata={"help": "Trigger fine-tuning: full or lora."})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace --output_dir if it holds files; a folder holding an earlier demo's report is "
+            "always replaced."
+        },
+    )
 
 
 DATACLASSES = (DemoArguments,)
@@ -31,7 +39,10 @@ DATACLASSES = (DemoArguments,)
 
 def run(demo: DemoArguments) -> int:
     start = time.perf_counter()
-    args = UnlearnArguments(output_dir=demo.output_dir, attack=demo.attack)
+    earlier_demo = (Path(demo.output_dir) / REPORT_FILE).is_file()
+    args = UnlearnArguments(
+        output_dir=demo.output_dir, attack=demo.attack, overwrite=demo.overwrite or earlier_demo
+    )
     unlearner, result, scenario = run_tbar(args, TBARConfig(variant=demo.variant, mode=demo.mode))
     clean = BackdoorUnlearner(scenario.clean_path, task=scenario.task).evaluate(
         *scenario.test, scenario.trigger, scenario.target

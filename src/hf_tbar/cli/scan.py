@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..data.embedded import load_embedded_dataset
 from ..data.pixels import dataset_to_tensors
 from ..detection import DecreeConfig, DecreeResult, TargetEstimate, estimate_target, invert_trigger
+from ..errors import ConfigError
+from ..io import atomic_output_dir, check_output_dir, write_json
 from ..tiny_clip import load_clip
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 
@@ -32,12 +32,18 @@ class ScanArguments:
     split: str = field(default="validation", metadata={"help": "Split the clean images come from."})
     num_images: int = field(default=256, metadata={"help": "Clean images used (the first N of the split)."})
     output_dir: str | None = field(
-        default=None, metadata={"help": f"If set, write {REPORT_FILE} and {PICTURE_FILE} there."}
+        default=None,
+        metadata={
+            "help": f"If set, write {REPORT_FILE} and {PICTURE_FILE} there (a new or empty folder, outside the model)."
+        },
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace --output_dir if it already holds files."}
     )
 
     def __post_init__(self) -> None:
         if isinstance(self.num_images, bool) or not isinstance(self.num_images, int) or self.num_images < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"num_images must be an int >= 2 (DECREE compares pairs), got {self.num_images!r}"
             )
 
@@ -47,6 +53,8 @@ DATACLASSES = (ScanArguments, DecreeConfig)
 
 def scan(args: ScanArguments, config: DecreeConfig) -> tuple[DecreeResult, TargetEstimate]:
     """Load the model and ``args.num_images`` clean images, invert a trigger, estimate the target."""
+    if args.output_dir is not None:  # refused before the scan, not after it
+        check_output_dir(args.output_dir, [args.model], overwrite=args.overwrite)
     model, processor = load_clip(args.model)
     image_size = int(model.config.vision_config.image_size)
     dataset, task = load_embedded_dataset(args.dataset, image_size=image_size)
@@ -61,8 +69,6 @@ def scan(args: ScanArguments, config: DecreeConfig) -> tuple[DecreeResult, Targe
     )
     estimate = estimate_target(classifier, pixels, result.trigger)
     if args.output_dir is not None:
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
         report = {
             "model": args.model,
             "dataset": args.dataset,
@@ -72,11 +78,12 @@ def scan(args: ScanArguments, config: DecreeConfig) -> tuple[DecreeResult, Targe
             "decree": result.to_dict(include_trigger=True),
             "target": {**estimate.to_dict(), "class_name": task.classnames[estimate.target]},
         }
-        (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
-        result.trigger.save_png(
-            out / PICTURE_FILE, title=f"DECREE: PL1 {result.pl1:.4f}, target {estimate.target}"
-        )
-        logger.info("wrote %s and %s to %s", REPORT_FILE, PICTURE_FILE, out)
+        with atomic_output_dir(args.output_dir, overwrite=args.overwrite) as tmp:
+            write_json(tmp / REPORT_FILE, report)
+            result.trigger.save_png(
+                tmp / PICTURE_FILE, title=f"DECREE: PL1 {result.pl1:.4f}, target {estimate.target}"
+            )
+        logger.info("wrote %s and %s to %s", REPORT_FILE, PICTURE_FILE, args.output_dir)
     return result, estimate
 
 

@@ -14,6 +14,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -27,14 +29,14 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if len(self.classnames) < 2:
-            raise ValueError(f"a task needs at least two classes, got {list(self.classnames)}")
+            raise InputError(f"a task needs at least two classes, got {list(self.classnames)}")
         if len(set(self.classnames)) != len(self.classnames):
-            raise ValueError(f"class names must be unique, got {list(self.classnames)}")
+            raise InputError(f"class names must be unique, got {list(self.classnames)}")
         if not self.templates:
-            raise ValueError("a task needs at least one prompt template")
+            raise InputError("a task needs at least one prompt template")
         for template in self.templates:
             if template.count("{}") != 1:
-                raise ValueError(f"template {template!r} must contain exactly one '{{}}' placeholder")
+                raise InputError(f"template {template!r} must contain exactly one '{{}}' placeholder")
 
     @property
     def num_classes(self) -> int:
@@ -49,7 +51,7 @@ class TaskSpec:
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
             raise TypeError(f"{what} must be an int class index, got {label!r}")
         if not 0 <= int(label) < self.num_classes:
-            raise ValueError(f"{what} {label} is out of range for a task with {self.num_classes} classes")
+            raise InputError(f"{what} {label} is out of range for a task with {self.num_classes} classes")
         return int(label)
 
     def to_dict(self) -> dict:
@@ -95,7 +97,7 @@ def load_digits(image_size: int = 32, seed: int = 0) -> tuple[DatasetDict, TaskS
     from sklearn.datasets import load_digits as sk_load_digits
 
     if image_size < 8:
-        raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+        raise InputError(f"image_size must be at least 8 pixels, got {image_size}")
     raw = sk_load_digits()
     images = (raw.images / 16.0 * 255.0).clip(0, 255).astype(np.uint8)
     labels = raw.target.astype(np.int64)
@@ -125,7 +127,7 @@ def load_embedded_dataset(name: str = "digits", **kwargs) -> tuple[DatasetDict, 
     try:
         builder = EMBEDDED_DATASETS[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown embedded dataset {name!r}; available: {sorted(EMBEDDED_DATASETS)}"
         ) from None
     return builder(**kwargs)

@@ -12,13 +12,22 @@ import torch
 from datasets import Dataset
 from PIL import Image as PILImage
 
+from ..errors import DataError
 
-def validate_pixels(pixels: torch.Tensor, name: str = "images") -> torch.Tensor:
-    """Check that ``pixels`` is a float batch ``(B, 3, H, W)``; return it unchanged.
+#: Pixels may exceed [0, 1] by this much (resampling and float rounding), not more.
+PIXEL_TOLERANCE = 1e-3
+
+
+def validate_pixels(pixels: torch.Tensor, name: str = "images", check_values: bool = True) -> torch.Tensor:
+    """Check that ``pixels`` is a float batch ``(B, 3, H, W)`` of finite values in ``[0, 1]``; return it.
+
+    ``check_values=False`` checks the type and shape only (for images a trigger such as SIG has already
+    pushed slightly outside ``[0, 1]``, inside the model's forward pass).
 
     Raises:
         TypeError: not a floating-point tensor.
-        ValueError: wrong rank or channel count.
+        DataError: wrong rank or channel count, NaN/Inf values, or values outside ``[0, 1]`` (say,
+            0..255 pixels converted with ``.float()`` but not divided by 255, or normalised pixels).
     """
     if not isinstance(pixels, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, 3, H, W), got {type(pixels).__name__}")
@@ -27,8 +36,40 @@ def validate_pixels(pixels: torch.Tensor, name: str = "images") -> torch.Tensor:
             f"{name} must be a floating-point tensor with values in [0, 1], got dtype {pixels.dtype}"
         )
     if pixels.ndim != 4 or pixels.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(pixels.shape)}")
+        raise DataError(f"{name} must have shape (B, 3, H, W), got {tuple(pixels.shape)}")
+    if pixels.numel() == 0 or not check_values:
+        return pixels
+    finite = torch.isfinite(pixels)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise DataError(f"{name} hold {bad} NaN or infinite value(s): pixels must be finite, in [0, 1]")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < -PIXEL_TOLERANCE or high > 1 + PIXEL_TOLERANCE:
+        hint = (
+            " (8-bit pixels? divide by 255)"
+            if high > 1 + PIXEL_TOLERANCE and high <= 255 and low >= 0
+            else " (already normalised? pass un-normalised [0, 1] pixels; normalisation happens inside)"
+        )
+        raise DataError(f"{name} range from {low:.3g} to {high:.3g}, not in [0, 1]{hint}")
     return pixels
+
+
+def validate_labels(labels: torch.Tensor, num_classes: int, name: str = "labels") -> torch.Tensor:
+    """Check that ``labels`` is a 1-D integer tensor of class indices in ``[0, num_classes)``.
+
+    Raises:
+        DataError: naming the kind of label (``name``), the first bad value and the number of classes.
+    """
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.ndim != 1:
+        raise DataError(f"{name} must be a 1-D integer tensor of class indices, got {labels!r:.80}")
+    if labels.numel():
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if bad.numel():
+            raise DataError(
+                f"{name} hold {bad.numel()} value(s) out of range, e.g. {int(bad[0])}: the task has "
+                f"{num_classes} classes (0..{num_classes - 1})"
+            )
+    return labels
 
 
 def image_size_of(processor) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from transformers import CLIPModel
 from ..attacks.base import Trigger
 from ..data.embedded import TaskSpec
 from ..data.pixels import validate_pixels
+from ..errors import ConfigError
 from ..task_vector import TaskVector
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 
@@ -66,7 +67,7 @@ class DefenseData:
         if self.target is not None:
             self.target = self.task.check_label(self.target)
         if (self.trigger is None) != (self.target is None):
-            raise ValueError("give the trigger and the target class together (or neither)")
+            raise ConfigError("give the trigger and the target class together (or neither)")
 
     @property
     def num_clean(self) -> int:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPVisionModelWithProjection
 
 from ..data.pixels import normalize_pixels, validate_pixels
+from ..errors import ConfigError
 from ..zeroshot import encode_images, unwrap_clip
 from .inverted import InvertedTrigger, logit_to_unit, unit_to_logit
 
@@ -108,17 +109,17 @@ class DecreeConfig:
             _positive_float(getattr(self, name), name)
         _positive_float(self.lambda_multiplier, "lambda_multiplier")
         if self.lambda_multiplier <= 1:
-            raise ValueError(f"lambda_multiplier must be > 1, got {self.lambda_multiplier}")
+            raise ConfigError(f"lambda_multiplier must be > 1, got {self.lambda_multiplier}")
         if not self.min_lambda <= self.init_lambda <= self.max_lambda:
-            raise ValueError(
+            raise ConfigError(
                 f"init_lambda {self.init_lambda} must lie in [min_lambda, max_lambda] = [{self.min_lambda}, {self.max_lambda}]"
             )
         if not (-1.0 < self.cosine_threshold <= 1.0):
-            raise ValueError(f"cosine_threshold must be in (-1, 1], got {self.cosine_threshold}")
+            raise ConfigError(f"cosine_threshold must be in (-1, 1], got {self.cosine_threshold}")
         if not (0.0 < self.detection_threshold <= 1.0):
-            raise ValueError(f"detection_threshold must be in (0, 1], got {self.detection_threshold}")
+            raise ConfigError(f"detection_threshold must be in (0, 1], got {self.detection_threshold}")
         if not (0.0 < self.eps < 1.0):
-            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+            raise ConfigError(f"eps must be in (0, 1), got {self.eps}")
 
     @classmethod
     def paper(cls, **overrides: Any) -> DecreeConfig:

@@ -127,7 +127,7 @@ class InvertedTrigger(Trigger):
             "seed": self.seed,
         }
 
-    def describe(self) -> str:
+    def describe(self, image_size: int | None = None) -> str:
         height, width = self.size
         return f"{self.name}(size={height}x{width}, pl1={self.pl1:.4f}, seed={self.seed})"
 

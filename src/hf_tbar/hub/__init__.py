@@ -4,9 +4,14 @@ A sanitized folder is a plain ``CLIPModel`` checkpoint plus ``tbar_report.json``
 sweep and the metrics before and after removal) and optionally ``tbar_scale_sweep.png``.
 :func:`build_model_card` renders the report as a model card; :func:`push_sanitized_model` checks the report
 against a safety gate, stages the folder with its card and pushes it as one commit.
+
+Modules: :mod:`.gate` (the report and the safety gate), :mod:`.staging` (the folder that is pushed: CLIP
+only, searched for the token), :mod:`.push` (the push itself), :mod:`.remote` (Hub errors), :mod:`.card` and
+:mod:`.provenance` (the base model, named without local paths).
 """
 
-from .card import build_model_card, describe_trigger, hub_model_id
+from .card import build_model_card, describe_trigger
+from .provenance import base_model_provenance, hub_model_id
 from .push import (
     HubPushError,
     PushConfig,
@@ -23,6 +28,7 @@ __all__ = [
     "PushConfig",
     "PushResult",
     "SafetyGateError",
+    "base_model_provenance",
     "build_model_card",
     "check_safety_gate",
     "describe_trigger",

@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+
+from .provenance import hub_model_id, report_provenance
+
+__all__ = ["build_model_card", "card_context", "describe_trigger", "hub_model_id", "reproduce_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,26 +34,6 @@ _TRIGGER_SOURCES = {
     "known": "the known trigger of the attack",
     "decree": "a trigger reverse-engineered with DECREE (the attack was unknown)",
 }
-
-
-def hub_model_id(name: Any) -> str | None:
-    """``name`` if it reads as a Hub model id (``namespace/name``), ``None`` for local paths and anything else.
-
-    A base model recorded as a local folder (``/runs/backdoored``, ``./model``, ``C:\\models\\x``, or a relative
-    path that exists on this machine) must not go into the card's ``base_model`` metadata: the Hub rejects
-    it and it would link to nothing.
-    """
-    if not isinstance(name, str) or not name:
-        return None
-    if name.startswith((".", "/", "~")) or "\\" in name or ":" in name or name.count("/") != 1:
-        return None
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return None
-    if Path(name).expanduser().exists():
-        return None
-    return name
 
 
 def _is_number(value: Any) -> bool:
@@ -107,13 +90,16 @@ def _class_name(report: dict[str, Any], index: Any) -> str | None:
 def reproduce_command(report: dict[str, Any], output_dir: str = "sanitized") -> str:
     """The ``hf-tbar unlearn`` line that re-runs the recorded recipe on the recorded base model.
 
-    Flag names follow :class:`hf_tbar.config.TBARConfig`; settings missing from the report are left out.
+    Flag names follow :class:`hf_tbar.config.TBARConfig`; settings missing from the report are left out. A local
+    base model is written ``path/to/<folder name>``: the report never records where it was on disk.
     """
     recipe = report.get("recipe") or {}
     trigger = report.get("trigger") or {}
     lora = recipe.get("lora") or {}
+    hub_id, source = report_provenance(report)
+    model = hub_id or (f"path/to/{source['name']}" if source["kind"] == "local" else None)
     args: list[tuple[str, Any]] = [
-        ("--model", report.get("base_model")),
+        ("--model", model),
         ("--dataset", report.get("dataset")),
         ("--attack", trigger.get("name")),
         (
@@ -292,7 +278,7 @@ def card_context(
     """The variables the model-card template is rendered with (all strings, numbers already formatted)."""
     recipe = report.get("recipe") or {}
     before, after = report.get("before") or {}, report.get("after") or {}
-    base_model = report.get("base_model")
+    base_hub_id, base_source = report_provenance(report)
     retention = _ratio(after.get("clean_accuracy"), before.get("clean_accuracy"))
     asr_before, asr_after = before.get("attack_success_rate"), after.get("attack_success_rate")
     asr_reduction = _ratio(
@@ -305,8 +291,9 @@ def card_context(
         "model_title": repo_id.split("/")[-1] if repo_id else "TBAR-sanitized CLIP",
         "repo_id": repo_id,
         "load_id": repo_id or "path/to/this/folder",
-        "base_model_text": str(base_model) if base_model else None,
-        "base_model_hub_id": hub_model_id(base_model),
+        "base_model_hub_id": base_hub_id,
+        "base_model_kind": base_source["kind"],
+        "base_model_local_name": base_source["name"] if base_source["kind"] == "local" else None,
         "trigger_text": describe_trigger(report.get("trigger")),
         "trigger_source_text": _TRIGGER_SOURCES.get(
             report.get("trigger_source"), str(report.get("trigger_source") or "an unrecorded source")
@@ -369,16 +356,18 @@ def build_model_card(
 
     Returns:
         A :class:`~huggingface_hub.ModelCard` whose metadata holds ``library_name``, ``pipeline_tag``, the tags,
-        ``base_model`` (only when the report's base model is a Hub id, never a local path) and a ``model-index``
+        ``base_model`` (only when the base model came from the Hub, never a local path) and a ``model-index``
         with clean accuracy and attack success rate before and after removal.
     """
     if not isinstance(report, dict):
         raise TypeError(f"report must be a dict parsed from tbar_report.json, got {type(report).__name__}")
     if repo_id is not None:
         validate_repo_id(repo_id)
-    base_model = hub_model_id(report.get("base_model"))
-    if report.get("base_model") and base_model is None:
-        logger.info("base model %r is not a Hub id: it is named in the card text only", report["base_model"])
+    base_model, base_source = report_provenance(report)
+    if base_model is None and base_source["kind"] == "local":
+        logger.info(
+            "base model folder %r is not on the Hub: the card names it in its text only", base_source["name"]
+        )
     eval_results = build_eval_results(report)
     model_name = repo_id.split("/")[-1] if repo_id else "tbar-sanitized-clip"
     tags = list(CARD_TAGS) + ([FORCED_TAG] if forced else [])

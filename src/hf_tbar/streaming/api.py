@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import InputError
 from ..io import atomic_output_dir, atomic_output_file
 from .checkpoint import PICKLE_SUFFIXES, Checkpoint, PathLike, read_checkpoint
 from .checks import (
@@ -178,7 +179,7 @@ def stream_task_vector(
     """
     out_file = Path(output_path).expanduser().resolve()
     if out_file.suffix != ".safetensors":
-        raise ValueError(f"output_path {out_file} must end with .safetensors")
+        raise InputError(f"output_path {out_file} must end with .safetensors")
     base, finetuned = read_checkpoint(base_dir), read_checkpoint(finetuned_dir)
     _check_finetuned(base, finetuned)
     check_output(out_file, [base, finetuned], overwrite)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..errors import InputError
+
 PathLike = str | os.PathLike
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -122,7 +124,7 @@ def safetensors_error(file: Path, err: Exception) -> ValueError:
 
 def refuse_pickle(path: Path) -> None:
     """Raise: ``path`` is a pickle checkpoint, which is never unpickled."""
-    raise ValueError(
+    raise InputError(
         f"{path} is a pickle checkpoint; hf_tbar will not unpickle it (loading pickles can run arbitrary "
         "code). Convert it to safetensors first, e.g. load it yourself with torch.load(..., weights_only=True) "
         "and save it with save_pretrained(..., safe_serialization=True)."
@@ -134,12 +136,12 @@ def _weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     indexes = [folder / SAFE_WEIGHTS_INDEX_NAME] if (folder / SAFE_WEIGHTS_INDEX_NAME).is_file() else []
     indexes = indexes or sorted(folder.glob("*.safetensors.index.json"))
     if len(indexes) > 1:
-        raise ValueError(f"{folder} holds several safetensors indexes {[p.name for p in indexes]}: pass one")
+        raise InputError(f"{folder} holds several safetensors indexes {[p.name for p in indexes]}: pass one")
     if indexes:
         try:
             weight_map = json.loads(indexes[0].read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(
+            raise InputError(
                 f"{indexes[0]} is not a safetensors index (no readable weight_map): {err}"
             ) from err
         files = [folder / name for name in dict.fromkeys(weight_map.values())]
@@ -152,7 +154,7 @@ def _weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     if len(singles) == 1:
         return singles, None
     if len(singles) > 1:
-        raise ValueError(
+        raise InputError(
             f"{folder} holds several .safetensors files {[p.name for p in singles]} but no index.json"
         )
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -174,7 +176,7 @@ def _read_header(file: Path) -> tuple[list[TensorInfo], dict[str, str]]:
         raise safetensors_error(file, err) from err
     unknown = [info for info in infos if info.dtype not in DTYPES]
     if unknown:
-        raise ValueError(f"{file}: tensor {unknown[0].name!r} has unsupported dtype {unknown[0].dtype}")
+        raise InputError(f"{file}: tensor {unknown[0].name!r} has unsupported dtype {unknown[0].dtype}")
     return infos, metadata
 
 
@@ -182,10 +184,10 @@ def _check_index(path: Path, tensors: dict[str, TensorInfo], weight_map: dict[st
     """Raise unless the index maps every tensor to the shard that holds it, and nothing else."""
     for name, shard in weight_map.items():
         if name not in tensors or tensors[name].file.name != shard:
-            raise ValueError(f"index of {path} maps tensor {name!r} to {shard}, which does not hold it")
+            raise InputError(f"index of {path} maps tensor {name!r} to {shard}, which does not hold it")
     extra = [name for name in tensors if name not in weight_map]
     if extra:
-        raise ValueError(
+        raise InputError(
             f"tensor {extra[0]!r} of {tensors[extra[0]].file} is missing from the index of {path}"
         )
 
@@ -205,7 +207,7 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         if path.suffix in PICKLE_SUFFIXES:
             refuse_pickle(path)
         if path.suffix != ".safetensors":
-            raise ValueError(f"{path} is neither a checkpoint folder nor a .safetensors file")
+            raise InputError(f"{path} is neither a checkpoint folder nor a .safetensors file")
         folder, files, weight_map = None, [path], None
     else:
         folder = path
@@ -217,7 +219,7 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         metadata = metadata or file_metadata
         for info in infos:
             if info.name in tensors:
-                raise ValueError(
+                raise InputError(
                     f"tensor {info.name!r} is stored twice: in {tensors[info.name].file} and {file}"
                 )
             tensors[info.name] = info
@@ -228,5 +230,5 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         try:
             config = json.loads((folder / CONFIG_NAME).read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{folder / CONFIG_NAME} is not valid JSON: {err}") from err
+            raise InputError(f"{folder / CONFIG_NAME} is not valid JSON: {err}") from err
     return Checkpoint(path=path, folder=folder, tensors=tensors, metadata=metadata, config=config)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError, OutputExistsError
 from ..io import refuse_overlap
 from .checkpoint import Checkpoint, PathLike
 
@@ -39,7 +40,7 @@ _ARCHITECTURE_KEYS = frozenset(
 def check_scale(scale: float) -> float:
     """``scale`` as a float. Raises ValueError unless it is a finite real number (bools refused)."""
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(float(scale)):
-        raise ValueError(f"scale must be a finite number, got {scale!r}")
+        raise InputError(f"scale must be a finite number, got {scale!r}")
     return float(scale)
 
 
@@ -52,29 +53,29 @@ def check_same_layout(base: Checkpoint, other: Checkpoint, *, floats_only: bool 
     wanted = {n: i for n, i in base.tensors.items() if i.is_float or not floats_only}
     missing = [name for name in wanted if name not in other.tensors]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"tensor {missing[0]!r} is in {base.path} but not in {other.path}"
             + (f" ({len(missing)} tensors missing)" if len(missing) > 1 else "")
         )
     extra = [name for name in other.tensors if name not in wanted]
     if extra:
-        raise ValueError(
+        raise InputError(
             f"tensor {extra[0]!r} is in {other.path} but not in {base.path}"
             + (f" ({len(extra)} extra tensors)" if len(extra) > 1 else "")
         )
     for name, info in wanted.items():
         theirs = other.tensors[name]
         if info.shape != theirs.shape:
-            raise ValueError(
+            raise InputError(
                 f"tensor {name!r} has shape {list(info.shape)} in {base.path} but {list(theirs.shape)} in {other.path}"
             )
         if floats_only:
             if not theirs.is_float:
-                raise ValueError(
+                raise InputError(
                     f"tensor {name!r} of {other.path} has dtype {theirs.dtype}, not a float dtype"
                 )
         elif info.dtype != theirs.dtype:
-            raise ValueError(
+            raise InputError(
                 f"tensor {name!r} has dtype {info.dtype} in {base.path} but {theirs.dtype} in {other.path}"
             )
 
@@ -101,7 +102,7 @@ def check_same_architecture(base: Checkpoint, other: Checkpoint) -> None:
     ours, theirs = _architecture(base.config), _architecture(other.config)
     for key in sorted(set(ours) | set(theirs)):
         if ours.get(key) != theirs.get(key):
-            raise ValueError(
+            raise InputError(
                 f"{base.path} and {other.path} have different architectures: config.json {key} is "
                 f"{ours.get(key)!r} vs {theirs.get(key)!r}"
             )
@@ -112,7 +113,7 @@ def check_vector_model_type(base: Checkpoint, vector: Checkpoint) -> None:
     vector_type = vector.metadata.get("model_type")
     base_type = (base.config or {}).get("model_type")
     if vector_type and base_type and vector_type != base_type:
-        raise ValueError(
+        raise InputError(
             f"{vector.path} is a task vector of a {vector_type!r} model, {base.path} is {base_type!r}"
         )
 
@@ -140,6 +141,6 @@ def check_output(output: PathLike, inputs: Sequence[Checkpoint], overwrite: bool
     """
     out = refuse_overlap(output, [checkpoint.path for checkpoint in inputs])
     if out.exists() and not overwrite:
-        raise FileExistsError(f"output {out} already exists (pass overwrite=True to replace it)")
+        raise OutputExistsError(f"output {out} already exists (pass overwrite=True to replace it)")
     _writable_ancestor(out)
     return out

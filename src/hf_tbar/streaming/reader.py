@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from .checkpoint import DTYPES, TensorInfo, safetensors_error, view_bytes
 
 _MADVISE = hasattr(mmap.mmap, "madvise") and hasattr(mmap, "MADV_DONTNEED")  # not on Windows
@@ -47,9 +48,9 @@ class _Mapping:
             begin, end = (self.data_start + offset for offset in entry["data_offsets"])
             layout = (entry["dtype"], tuple(entry["shape"]))
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"cannot read {self.file}: tensor {info.name!r} is no longer in it") from err
+            raise InputError(f"cannot read {self.file}: tensor {info.name!r} is no longer in it") from err
         if layout != (info.dtype, info.shape) or end - begin != info.nbytes or end > len(self.map):
-            raise ValueError(f"cannot read {self.file}: tensor {info.name!r} changed while being read")
+            raise InputError(f"cannot read {self.file}: tensor {info.name!r} changed while being read")
         rows = info.shape[0] if info.shape else 1
         row_bytes = info.nbytes // rows if rows else 0
         return begin + start * row_bytes, (stop - start) * row_bytes

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import InputError
 from .checkpoint import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 
@@ -25,14 +26,14 @@ def parse_size(size: int | str) -> int:
     elif isinstance(size, str):
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", size, flags=re.IGNORECASE)
         if match is None:
-            raise ValueError(f"max_shard_size {size!r} is not a size such as 2GB, 500MB or 1GiB")
+            raise InputError(f"max_shard_size {size!r} is not a size such as 2GB, 500MB or 1GiB")
         number, unit = float(match.group(1)), (match.group(2) or "B").upper()
         power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit[0]]
         value = int(number * (1024 if "I" in unit else 1000) ** power)
     else:
-        raise ValueError(f"max_shard_size must be an int or a string such as '2GB', got {size!r}")
+        raise InputError(f"max_shard_size must be an int or a string such as '2GB', got {size!r}")
     if value <= 0:
-        raise ValueError(f"max_shard_size must be positive, got {size!r}")
+        raise InputError(f"max_shard_size must be positive, got {size!r}")
     return value
 
 

@@ -17,6 +17,7 @@ from ..attacks import Trigger, build_trigger, poison_dataset
 from ..attacks.base import check_fraction
 from ..data.embedded import TaskSpec, load_embedded_dataset
 from ..data.pixels import dataset_to_tensors
+from ..errors import ConfigError
 from ..io import atomic_output_dir, cache_dir, recipe_hash
 from ..tiny_clip import load_clip
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
@@ -72,11 +73,11 @@ class BackdoorConfig:
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+            raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r}")
         self.trigger()  # unknown attack or bad parameters fail here, naming the value
         check_fraction(self.poison_rate, "poison_rate")
         if isinstance(self.target, bool) or not isinstance(self.target, int) or self.target < 0:
-            raise ValueError(f"target must be a non-negative class index, got {self.target!r}")
+            raise ConfigError(f"target must be a non-negative class index, got {self.target!r}")
         self.finetune_config()
 
     @classmethod
@@ -100,8 +101,12 @@ class BackdoorConfig:
             warmup_steps=10,
         )
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "trigger": self.trigger().to_dict()}
+    def to_dict(self, image_size: int | None = None) -> dict:
+        """The recipe; ``image_size`` (pixels) resolves sizes relative to the input (BadNets) to pixels."""
+        trigger = self.trigger()
+        if image_size is not None:
+            trigger = trigger.resolved(image_size, image_size)
+        return {**asdict(self), "trigger": trigger.to_dict()}
 
 
 def vision_parameters(model: CLIPModel) -> list:
@@ -159,7 +164,9 @@ def backdoored_clip_path(
     """
     backdoor = backdoor or BackdoorConfig()
     pretrain = pretrain or PretrainConfig()
-    key = recipe_hash({"kind": "backdoor", "version": 1, "clean": pretrain.cache_key(), **backdoor.to_dict()})
+    side = pretrain.architecture.image_size
+    recipe = backdoor.to_dict(image_size=side)
+    key = recipe_hash({"kind": "backdoor", "version": 1, "clean": pretrain.cache_key(), **recipe})
     path = cache_dir() / "backdoored" / key
     if (path / "config.json").is_file():
         return path
@@ -179,6 +186,6 @@ def backdoored_clip_path(
     with atomic_output_dir(path) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        recipe = {"backdoor": backdoor.to_dict(), "pretrain": pretrain.to_dict(), "task": task.to_dict()}
-        (tmp / BACKDOOR_RECIPE_FILE).write_text(json.dumps(recipe, indent=2))
+        written = {"backdoor": recipe, "pretrain": pretrain.to_dict(), "task": task.to_dict()}
+        (tmp / BACKDOOR_RECIPE_FILE).write_text(json.dumps(written, indent=2))
     return path

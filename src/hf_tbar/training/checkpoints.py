@@ -12,7 +12,8 @@ A run is identified by a fingerprint of its optimisation settings, the number of
 (the trigger and the target-class vector of one TBAR run) never resume from each other's state.
 A checkpoint is written to ``step-N.partial`` and renamed when every process has finished writing it:
 an interrupted save leaves no folder that looks complete. Accelerate loads the optimizer, scheduler and
-RNG files with ``torch.load(weights_only=True)``, so a tampered checkpoint cannot run code.
+RNG files with ``torch.load(weights_only=True)``, so a tampered checkpoint cannot run code: a file that
+does not load that way is refused with a :class:`CheckpointLoadError` naming it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import load
 from accelerate.utils.constants import RNG_STATE_NAME
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
+from ..errors import InputError
 from .batches import BatchStream
 
 if TYPE_CHECKING:
@@ -62,6 +65,34 @@ CHECKPOINT_OPTIONS: dict[str, tuple[Any, str]] = {
         "starting weights and number of processes); without it such a checkpoint is an error.",
     ),
 }
+
+
+class CheckpointLoadError(InputError):
+    """A training checkpoint file is refused: it does not load as plain tensors (tampered or corrupted)."""
+
+
+def _refusal(file: Path, checkpoint: Path, err: BaseException) -> CheckpointLoadError:
+    # Never the loader's own text: torch's suggests retrying with an unsafe setting.
+    return CheckpointLoadError(
+        f"refused {file}: it is not a plain tensor checkpoint, so it was not loaded ({type(err).__name__}; "
+        f"the file is tampered or corrupted). Remove {checkpoint} to resume from an earlier checkpoint, "
+        "or train from the start"
+    )
+
+
+def _unreadable_file(checkpoint: Path) -> Path | None:
+    """The first file of ``checkpoint`` that does not load as plain tensors, with the loaders resume uses."""
+    for file in sorted(checkpoint.iterdir()):
+        if not file.is_file() or file.suffix not in (".bin", ".pkl", ".pt", ".pth", ".safetensors"):
+            continue
+        try:
+            if file.suffix == ".safetensors":
+                load_file(file)
+            else:
+                load(file, map_location="cpu")
+        except Exception:
+            return file
+    return None
 
 
 def checkpoint_field(name: str) -> Any:
@@ -131,6 +162,7 @@ class RunCheckpoints:
         Raises:
             FileExistsError: this run has checkpoints but ``config.resume`` is False.
             ValueError: the checkpoint's state file does not belong to this run.
+            CheckpointLoadError: a file of the checkpoint does not load as plain tensors (names the file).
         """
         found = self.checkpoints()
         if not found:
@@ -157,11 +189,19 @@ class RunCheckpoints:
         # Accelerate only logs a random-state file it cannot load and carries on with other RNG states:
         # check it first (with the same weights_only loader), so that a resume is exact or fails.
         rng_file = latest / f"{RNG_STATE_NAME}_{self.accelerator.process_index}.pkl"
+        if not rng_file.is_file():
+            raise CheckpointLoadError(f"cannot resume from {latest}: {rng_file.name} is missing")
         try:
             load(rng_file)
         except Exception as err:
-            raise ValueError(f"cannot resume from {latest}: {rng_file.name} does not load ({err})") from err
-        self.accelerator.load_state(str(latest))
+            raise _refusal(rng_file, latest, err) from None
+        try:
+            self.accelerator.load_state(str(latest))
+        except Exception as err:
+            unreadable = _unreadable_file(latest)
+            if unreadable is None:
+                raise
+            raise _refusal(unreadable, latest, err) from None
         scheduler.load_state_dict(state["scheduler"])
         batches.load_state_dict(state["batches"])
         return [float(x) for x in state["losses"]]

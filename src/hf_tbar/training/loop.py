@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError
 from .batches import BatchStream
 from .checkpoints import RunCheckpoints, checkpoint_field, describe_run
 
@@ -54,34 +55,34 @@ class FinetuneConfig:
         for name in ("steps", "batch_size", "gradient_accumulation_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
+            raise ConfigError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
-            raise ValueError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+            raise ConfigError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(
+            raise ConfigError(
                 f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
             )
         for name in ("checkpoint_steps", "keep_checkpoints"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if self.checkpoint_dir is not None:
             if (
                 not isinstance(self.checkpoint_dir, (str, os.PathLike))
                 or not str(self.checkpoint_dir).strip()
             ):
-                raise ValueError(f"checkpoint_dir must be a folder path, got {self.checkpoint_dir!r}")
+                raise ConfigError(f"checkpoint_dir must be a folder path, got {self.checkpoint_dir!r}")
             self.checkpoint_dir = str(self.checkpoint_dir)
         if not isinstance(self.resume, bool):
-            raise ValueError(f"resume must be True or False, got {self.resume!r}")
+            raise ConfigError(f"resume must be True or False, got {self.resume!r}")
         if self.resume and self.checkpoint_dir is None:
-            raise ValueError("resume=True needs a checkpoint_dir to resume from")
+            raise ConfigError("resume=True needs a checkpoint_dir to resume from")
 
 
 def _schedule(config: FinetuneConfig) -> Callable[[int], float]:
