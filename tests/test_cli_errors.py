@@ -122,11 +122,13 @@ def test_runtime_errors_map_to_their_exit_codes(tmp_path, capsys, micro_folder):
 
 def test_unlearn_refuses_a_non_empty_output_before_any_work(tmp_path, capsys, monkeypatch):
     import hf_tbar.cli.common as common
+    import hf_tbar.embedded as embedded
 
     def must_not_run(*args, **kwargs):
-        raise AssertionError("the embedded scenario was built before the output was checked")
+        raise AssertionError("data were loaded or a model built before the output was checked")
 
-    monkeypatch.setattr(common, "embedded_scenario", must_not_run)
+    monkeypatch.setattr(embedded, "embedded_scenario", must_not_run)
+    monkeypatch.setattr(common, "load_task_data", must_not_run)
     user_folder = tmp_path / "my-files"
     user_folder.mkdir()
     (user_folder / "thesis.tex").write_text("precious")
@@ -164,7 +166,7 @@ def test_debug_flag_and_env_show_the_traceback(tmp_path):
 
 
 def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, badnets_scenario):
-    import hf_tbar.unlearner as unlearner_module
+    import hf_tbar.vector_fitting as unlearner_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -187,7 +189,7 @@ def test_ctrl_c_during_the_save_leaves_nothing_that_looks_complete(
     out = tmp_path / "sanitized"
     monkeypatch.setattr(report, "plot_sweep", interrupted)  # the last file of the folder
     argv = ["unlearn", "--output_dir", str(out), "--steps", "2", "--unlearning_set_size", "64"]
-    assert main(argv + ["--target_threshold", "0.1", "--max_scale", "1"]) == EXIT_INTERRUPTED
+    assert main(argv + ["--target_threshold", "0.1", "--max_scale", "1", "--force"]) == EXIT_INTERRUPTED
     _one_error_line(capsys, "unlearn")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".sanitized")]

@@ -305,7 +305,7 @@ def test_scan_command_writes_a_report(tmp_path, capsys):
     model, processor = build_tiny_clip(MICRO, [*DIGIT_NAMES, *DIGIT_TEMPLATES])
     save_clip(model, processor, tmp_path / "model")
     parser = HfArgumentParser(scan.DATACLASSES)
-    args, config = parser.parse_args_into_dataclasses(
+    args, data_args, config = parser.parse_args_into_dataclasses(
         args=[
             "--model",
             str(tmp_path / "model"),
@@ -319,7 +319,7 @@ def test_scan_command_writes_a_report(tmp_path, capsys):
             "4",
         ]
     )
-    assert scan.run(args, config) == 0
+    assert scan.run(args, data_args, config) == 0
     printed = capsys.readouterr().out
     assert "verdict:" in printed and "estimated target class:" in printed
     report = json.loads((tmp_path / "out" / scan.REPORT_FILE).read_text())

@@ -41,10 +41,10 @@ def test_evaluation_and_unlearning_refuse_out_of_range_labels(micro_clip):
     model, processor = micro_clip
     unlearner = BackdoorUnlearner(model, processor, task=TASK)
     pixels = torch.rand(6, 3, 32, 32)
-    with pytest.raises(DataError, match="evaluation labels"):
+    with pytest.raises(DataError, match="labels of the evaluation images"):
         unlearner.evaluate(pixels, torch.tensor([0, 1, 2, 0, 1, 5]))
     bad_clean = torch.tensor([0, 1, 2, 0, 1, 3])
-    with pytest.raises(DataError, match="clean labels") as error:
+    with pytest.raises(DataError, match="labels of the clean images") as error:
         unlearner.unlearn(
             BadNets(), 0, pixels, (pixels, torch.zeros(6, dtype=torch.long)), clean_labels=bad_clean
         )
@@ -52,7 +52,7 @@ def test_evaluation_and_unlearning_refuse_out_of_range_labels(micro_clip):
 
 
 def test_an_unlearning_set_larger_than_the_data_is_clamped_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="hf_tbar.unlearner"):
+    with caplog.at_level(logging.WARNING, logger="hf_tbar.unlearning_set"):
         pixels, labels = make_unlearning_set(torch.rand(5, 3, 32, 32), BadNets(), target=1, size=300)
     assert len(pixels) == 5 and labels.tolist() == [1] * 5
-    assert "300 images but only 5 clean images" in caplog.text
+    assert "asked to hold 300 images but only 5 were given" in caplog.text

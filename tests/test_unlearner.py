@@ -166,8 +166,9 @@ def test_example_configs_parse_and_bad_trigger_modes_are_named(name):
     from hf_tbar.cli.common import UnlearnArguments
 
     example = Path(__file__).resolve().parent.parent / "examples" / name
-    args, config = parse_command("unlearn", ["--config", str(example)])
+    args, data_args, config = parse_command("unlearn", ["--config", str(example)])
     assert config.variant == "repair-preserving" and args.trigger in ("known", "auto")
-    assert parse_command("unlearn", ["--config", str(example), "--mode", "lora"])[1].mode == "lora"
+    assert data_args.dataset_name == "digits"
+    assert parse_command("unlearn", ["--config", str(example), "--mode", "lora"])[2].mode == "lora"
     with pytest.raises(ValueError, match="'sometimes'"):
         UnlearnArguments(trigger="sometimes")

@@ -9,6 +9,8 @@ from .training.checkpoints import CHECKPOINT_OPTIONS, checkpoint_field
 from .training.loop import FinetuneConfig
 
 FINETUNE_MODES = ("full", "lora")
+#: Default peak learning rate of the trigger fine-tuning per mode.
+DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3}
 
 
 @dataclass
@@ -24,7 +26,13 @@ class TBARConfig:
     )
     steps: int = field(default=30, metadata={"help": "Optimizer steps of the trigger fine-tuning."})
     batch_size: int = field(default=32, metadata={"help": "Images per micro-batch and process."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
+    learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak AdamW learning rate. Default: 1e-4 for mode 'full', 1e-3 for 'lora' (LoRA's "
+            "low-rank factors need a larger step to learn the trigger in a few dozen steps)."
+        },
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     gradient_accumulation_steps: int = field(
@@ -63,6 +71,8 @@ class TBARConfig:
 
         if self.mode not in FINETUNE_MODES:
             raise ConfigError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
+        if self.learning_rate is None:
+            self.learning_rate = DEFAULT_LEARNING_RATES[self.mode]
         if self.variant not in VARIANTS:
             raise ConfigError(f"unknown variant {self.variant!r}; available: {sorted(VARIANTS)}")
         for name in ("unlearning_set_size", "lora_r", "lora_alpha", "preserve_set_size"):

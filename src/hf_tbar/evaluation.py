@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
+from datasets import Dataset
 
 from .attacks.base import Trigger
 from .data.embedded import TaskSpec
-from .data.pixels import validate_labels, validate_pixels
+from .data.images import ImageSet, as_image_set
+from .data.pixels import validate_pixels
 from .errors import DataError
 from .metrics import attack_success_rate, clean_accuracy, per_class_accuracy
 from .zeroshot import ZeroShotClassifier, build_zero_shot_head
@@ -44,41 +46,76 @@ class EvalResult:
         return ", ".join(parts)
 
 
+#: Images per evaluation batch: bounds the memory of a pass whatever the split's size.
+EVAL_BATCH_SIZE = 128
+
+
 def evaluate_classifier(
     classifier: ZeroShotClassifier,
-    pixels: torch.Tensor,
-    labels: torch.Tensor,
+    pixels: torch.Tensor | ImageSet | Dataset,
+    labels: torch.Tensor | None = None,
     trigger: Trigger | None = None,
     target: int | None = None,
-    batch_size: int = 512,
+    batch_size: int = EVAL_BATCH_SIZE,
+    triggered: ImageSet | None = None,
 ) -> EvalResult:
-    """CA, per-class accuracy, and (given a trigger and target) ASR and target-class accuracy.
+    """CA, per-class accuracy, and (given a trigger and target) ASR and target-class accuracy, streamed.
+
+    Images are read ``batch_size`` at a time (a ``datasets.Dataset`` is decoded batch by batch), so memory
+    does not grow with the number of images; only the predicted class indices are kept.
 
     Args:
         classifier: The zero-shot classifier to evaluate.
-        pixels: Clean ``[0, 1]`` images ``(N, 3, H, W)``.
-        labels: True labels ``(N,)``.
-        trigger: Stamped on the non-target images to measure ASR.
+        pixels: Clean images: ``[0, 1]`` pixels ``(N, 3, H, W)`` with ``labels`` ``(N,)``, or an
+            :class:`~hf_tbar.data.ImageSet` / ``datasets.Dataset`` that carries its labels.
+        trigger: Stamped on the non-target images of each batch to measure ASR.
         target: The attack's target class.
+        batch_size: Images per forward pass.
+        triggered: Images that already carry the trigger (e.g. poisoned images found in the wild): ASR is
+            then the share of them classified as ``target`` (their true class being unknown).
     """
     num_classes = classifier.head.shape[0]
-    validate_pixels(pixels, "evaluation images")
-    validate_labels(labels, num_classes, "evaluation labels")
-    if len(labels) != len(pixels):
-        raise DataError(f"got {len(pixels)} evaluation images but {len(labels)} labels")
-    preds = classifier.predict(pixels, batch_size)
+    clean = as_image_set(pixels if labels is None else (pixels, labels), name="evaluation images")
+    clean.check(num_classes)
+    clean.require_labels()
+    stamp = trigger is not None and target is not None and triggered is None
+    preds, truths, flipped, flipped_truths = [], [], [], []
+    for batch, batch_labels in clean.batches(batch_size):
+        validate_pixels(batch, "evaluation images")
+        preds.append(classifier.predict(batch, batch_size))
+        truths.append(batch_labels)
+        if stamp:
+            keep = batch_labels != int(target)
+            if keep.any():
+                flipped.append(classifier.predict(trigger(batch[keep]), batch_size))
+                flipped_truths.append(batch_labels[keep])
+    preds_all, labels_all = torch.cat(preds), torch.cat(truths)
     result = EvalResult(
-        clean_accuracy=clean_accuracy(preds, labels),
-        per_class_accuracy=per_class_accuracy(preds, labels, num_classes),
-        num_examples=len(labels),
+        clean_accuracy=clean_accuracy(preds_all, labels_all),
+        per_class_accuracy=per_class_accuracy(preds_all, labels_all, num_classes),
+        num_examples=len(labels_all),
     )
     if target is not None:
         result.target_class_accuracy = result.per_class_accuracy[int(target)]
-        if trigger is not None:
-            keep = labels != int(target)
-            triggered_preds = classifier.predict(trigger(pixels[keep]), batch_size)
-            result.attack_success_rate = attack_success_rate(triggered_preds, labels[keep], target)
+        if stamp and flipped:
+            result.attack_success_rate = attack_success_rate(
+                torch.cat(flipped), torch.cat(flipped_truths), target
+            )
+        elif triggered is not None:
+            result.attack_success_rate = flip_rate(classifier, triggered, target, batch_size)
     return result
+
+
+def flip_rate(classifier: ZeroShotClassifier, triggered: ImageSet, target: int, batch_size: int) -> float:
+    """Share of ``triggered`` images (already carrying a trigger) classified as ``target``."""
+    hits = total = 0
+    for batch, _ in triggered.batches(batch_size):
+        validate_pixels(batch, "poisoned images")
+        hits += int((classifier.predict(batch, batch_size) == int(target)).sum())
+        total += len(batch)
+    if total == 0:
+        raise DataError("no poisoned images to measure the attack success rate on")
+    return hits / total
 
 
 def evaluate_model(
@@ -89,7 +126,7 @@ def evaluate_model(
     labels: torch.Tensor,
     trigger: Trigger | None = None,
     target: int | None = None,
-    batch_size: int = 512,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> EvalResult:
     """:func:`evaluate_classifier` of a CLIP model through the zero-shot head of *its own* text tower.
 

@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_FILE = "tbar_report.json"
 PLOT_FILE = "tbar_scale_sweep.png"
+CARD_FILE = "README.md"
 
 
 def package_versions() -> dict[str, str]:
@@ -116,19 +117,39 @@ def plot_sweep(
 
 
 def save_sanitized(
-    output_dir: str | os.PathLike, unlearner, result, overwrite: bool = False, **extra
+    output_dir: str | os.PathLike,
+    unlearner,
+    result,
+    overwrite: bool = False,
+    force: bool = False,
+    max_asr: float = 0.10,
+    min_ca_retention: float = 0.90,
+    **extra,
 ) -> Path:
-    """Write the sanitized CLIP folder atomically (model, processor, report, plot).
+    """Write the sanitized CLIP folder atomically: model, processor, report, plot and model card (README.md).
+
+    The same safety gate as a push applies: a model whose verified ASR is above ``max_asr`` or whose CA
+    retention is below ``min_ca_retention`` is refused unless ``force`` (the card then opens with a warning).
 
     Raises:
-        ValueError: ``output_dir`` is, is inside, or contains the folder the backdoored model came from.
+        SafetyGateError: the gate fails and ``force`` is False (nothing is written).
+        OutputError: ``output_dir`` is, is inside, or contains the folder the backdoored model came from.
+        OutputExistsError: ``output_dir`` holds files and ``overwrite`` is False.
     """
+    from .hub.card import build_model_card
+    from .hub.gate import SafetyGateError, check_safety_gate
+
     refuse_overlap(output_dir, [unlearner.source])
     report = build_report(unlearner, result, **extra)
+    failures = check_safety_gate(report, max_asr, min_ca_retention)
+    if failures and not force:
+        raise SafetyGateError(failures, action="save")
+    card = build_model_card(report, forced=bool(failures), gate_failures=failures, plot_path=PLOT_FILE)
     with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
         result.model.save_pretrained(tmp, safe_serialization=True)
         unlearner.processor.save_pretrained(tmp)
         write_json(tmp / REPORT_FILE, report)
         plot_sweep(report["sweep"], report["scale"], tmp / PLOT_FILE)
+        card.save(tmp / CARD_FILE)
     logger.info("sanitized model written to %s", output_dir)
     return Path(output_dir)

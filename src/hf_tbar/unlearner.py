@@ -1,143 +1,62 @@
 """BackdoorUnlearner: TBAR end to end on a transformers CLIPModel.
 
-1. build an unlearning set (triggered images labelled with the attack's target),
+1. build an unlearning set (triggered images labelled with the attack's target, or poisoned images found),
 2. fine-tune a copy of the vision tower on it (full or LoRA) -> trigger vector ``tau``,
-3. optionally transform ``tau`` (target-preserving variant),
+3. optionally transform ``tau`` (the variants of :mod:`hf_tbar.variants`),
 4. pick ``alpha`` on validation data, 5. return ``theta_b - alpha * tau``, verified on held-out data.
+
+Images are tensors, :class:`~hf_tbar.data.ImageSet` objects or ``datasets.Dataset`` splits; the latter are
+decoded batch by batch by the model's own processor, so no split is ever held in memory.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
-from torch.utils.data import TensorDataset
 from transformers import CLIPModel
 
 from .attacks.base import Trigger
 from .config import TBARConfig
 from .data.embedded import TaskSpec
-from .data.pixels import validate_labels, validate_pixels
-from .detection import DecreeConfig, DecreeResult, TargetEstimate, estimate_target, invert_trigger
-from .errors import DataError, HfTbarError
-from .evaluation import EvalResult, evaluate_classifier
+from .data.images import ImageSet
+from .data.pixels import image_size_of
+from .data.task_data import resolve_target
+from .detection import DecreeConfig
+from .errors import ConfigError, DataError, ModelLoadError
+from .evaluating import Evaluating
 from .io import refuse_overlap
-from .scale_search import ScaleSearchConfig, ScaleSelection, search_scale
+from .publishing import Publishing
+from .results import Detection, NoBackdoorDetectedError, UnlearningResult, run_warnings
+from .scale_search import ScaleSearchConfig
 from .task_vector import TaskVector
 from .tiny_clip import load_clip
-from .training.backdoor import classification_loss, vision_parameters
-from .training.loop import run_training
+from .unlearning_set import make_unlearning_set, split_found_images
 from .variants import VARIANTS, VectorFits
+from .vector_fitting import Images, VectorFitting
 from .zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "AUTO_TRIGGER",
+    "BackdoorUnlearner",
+    "Detection",
+    "NoBackdoorDetectedError",
+    "UnlearningResult",
+    "make_unlearning_set",
+]
+
 #: Pass as ``trigger`` to :meth:`BackdoorUnlearner.unlearn` when the trigger is unknown (DECREE inverts one).
 AUTO_TRIGGER = "auto"
+#: Variants that need a trigger to stamp on clean images (not possible with found poisoned images alone).
+_STAMPING_VARIANTS = ("repair", "repair-preserving")
 
 
-class NoBackdoorDetectedError(HfTbarError, ValueError):
-    """DECREE did not flag the model, so an unknown-trigger run has nothing to remove."""
-
-    exit_code = 7
-
-    def __init__(self, detection: Detection) -> None:
-        self.detection = detection
-        super().__init__(
-            f"DECREE did not flag the model: PL1 {detection.decree.pl1:.4f} is not below the threshold "
-            f"{detection.decree.threshold} (similarity {detection.decree.similarity:.3f}). Nothing to remove; "
-            "pass the trigger explicitly if you know it, or force=True to unlearn the inverted trigger anyway."
-        )
-
-
-@dataclass
-class Detection:
-    """What DECREE found when the trigger was unknown: the inverted trigger and the class it drives to."""
-
-    decree: DecreeResult
-    target: TargetEstimate
-    num_images: int
-
-    def to_dict(self) -> dict:
-        return {
-            "decree": self.decree.to_dict(),
-            "target_estimate": self.target.to_dict(),
-            "num_images": self.num_images,
-        }
-
-
-@dataclass
-class UnlearningResult:
-    """Everything a TBAR run produced: the sanitized model, the vector, the scale search and metrics."""
-
-    model: CLIPModel
-    vector: TaskVector
-    selection: ScaleSelection
-    before: EvalResult
-    after: EvalResult
-    trigger: Trigger
-    target: int
-    config: TBARConfig
-    unlearning_set_size: int
-    timings: dict[str, float] = field(default_factory=dict)
-    detection: Detection | None = None
-
-    @property
-    def ca_retention(self) -> float:
-        return (
-            self.after.clean_accuracy / self.before.clean_accuracy
-            if self.before.clean_accuracy
-            else float("nan")
-        )
-
-
-def make_unlearning_set(
-    clean_pixels: torch.Tensor,
-    trigger: Trigger,
-    target: int,
-    size: int,
-    seed: int = 0,
-    true_labels: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stamp ``trigger`` on ``size`` clean images drawn without replacement (all of them if fewer)
-    and label every one ``target`` (the seed paper's pure triggered set), or, given ``true_labels``
-    (the labels of ``clean_pixels``), keep each image's true label (the repair set). The same seed
-    draws the same images either way.
-
-    Returns:
-        ``(pixels (n, 3, H, W) in [0, 1], labels (n,))``.
-    """
-    validate_pixels(clean_pixels, "clean images")
-    if len(clean_pixels) == 0:
-        raise DataError("the unlearning set is empty: no clean images to stamp the trigger on")
-    if size > len(clean_pixels):
-        logger.warning(
-            "the unlearning set was asked to hold %d images but only %d clean images were given: using %d",
-            size,
-            len(clean_pixels),
-            len(clean_pixels),
-        )
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(clean_pixels), generator=generator)[: min(size, len(clean_pixels))]
-    chosen = clean_pixels[order]
-    triggered = trigger(chosen)
-    if torch.equal(triggered, chosen):
-        raise DataError(
-            f"the trigger {trigger.describe()} left every image unchanged: the set carries no trigger"
-        )
-    if true_labels is not None:
-        return triggered, true_labels[order].long()
-    return triggered, torch.full((len(triggered),), int(target), dtype=torch.long)
-
-
-class BackdoorUnlearner:
+class BackdoorUnlearner(VectorFitting, Evaluating, Publishing):
     """Remove a backdoor from a CLIP model by trigger-vector negation (TBAR).
 
     Args:
@@ -146,6 +65,7 @@ class BackdoorUnlearner:
         task: Class names and prompt templates of the zero-shot task the backdoor targets.
         config: Trigger fine-tuning settings and variant.
         device: Where evaluation runs; fine-tuning goes through Accelerate's device placement.
+        image_column / label_column: Columns read when images are given as a ``datasets.Dataset``.
 
     The input model is never modified: fine-tuning and negation work on copies.
 
@@ -165,6 +85,8 @@ class BackdoorUnlearner:
         task: TaskSpec | None = None,
         config: TBARConfig | None = None,
         device: str | torch.device | None = None,
+        image_column: str = "image",
+        label_column: str = "label",
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
             self.source = str(model)
@@ -175,12 +97,19 @@ class BackdoorUnlearner:
         if not hasattr(self, "source"):
             self.source = getattr(model, "name_or_path", "") or "in-memory"
         if processor is None:
-            raise DataError(
+            raise ConfigError(
                 "a CLIPProcessor is needed (pass processor=..., or a checkpoint path that includes one)"
             )
         if task is None:
-            raise DataError(
+            raise ConfigError(
                 "the zero-shot task (class names and templates) is needed: pass task=TaskSpec(...)"
+            )
+        side = int(model.config.vision_config.image_size)
+        self.image_size = image_size_of(processor)
+        if self.image_size != (side, side):
+            raise ModelLoadError(
+                f"the processor crops images to {self.image_size[0]}x{self.image_size[1]} px but the model "
+                f"reads {side}x{side} px: pass the model's own processor"
             )
         # Under accelerate launch / torchrun each process evaluates on its own GPU.
         local_gpu = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -189,9 +118,11 @@ class BackdoorUnlearner:
         self.processor = processor
         self.task = task
         self.config = config or TBARConfig()
+        self.columns = {"image_column": image_column, "label_column": label_column}
         if self.config.checkpoint_dir is not None:  # training checkpoints must never land in the input model
             refuse_overlap(self.config.checkpoint_dir, [self.source])
         self.head = build_zero_shot_head(self.model, processor.tokenizer, task)
+        self.fit_losses: dict[str, list[float]] = {}
 
     # ------------------------------------------------------------------ building blocks
     def classifier(self, model: torch.nn.Module | None = None) -> ZeroShotClassifier:
@@ -200,251 +131,106 @@ class BackdoorUnlearner:
             model if model is not None else self.model, self.head, self.processor
         ).to(self.device)
 
-    def _finetune_vector(self, pixels: torch.Tensor, labels: torch.Tensor, desc: str) -> TaskVector:
-        """Fine-tune a copy of the vision tower on ``(pixels, labels)``; return the weight difference."""
-        cfg = self.config
-        work = copy.deepcopy(self.model)
-        if cfg.mode == "lora":
-            for param in work.parameters():
-                param.requires_grad_(False)
-            pattern = r".*vision_model\..*\.(" + "|".join(cfg.lora_target_modules) + r")$"
-            lora = LoraConfig(
-                r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=pattern
-            )
-            with torch.random.fork_rng():
-                torch.manual_seed(cfg.seed)
-                work = get_peft_model(work, lora)
-            params = [p for p in work.parameters() if p.requires_grad]
-        else:
-            params = vision_parameters(work)
-        run_training(
-            self.classifier(work),
-            params,
-            TensorDataset(pixels, labels),
-            classification_loss,
-            cfg.finetune_config(),
-            desc=desc,
-        )
-        if cfg.mode == "lora":
-            return TaskVector.from_peft_model(work, metadata={"mode": "lora"})
-        return TaskVector.from_models(self.model, work, metadata={"mode": "full"})
-
-    def fit_trigger_vector(
-        self,
-        trigger: Trigger | None = None,
-        target: int | None = None,
-        clean_pixels: torch.Tensor | None = None,
-        triggered_pixels: torch.Tensor | None = None,
-    ) -> TaskVector:
-        """Step 2-3 of TBAR: fine-tune on triggered images labelled ``target``; ``tau = theta_t - theta_b``.
-
-        Give either ``clean_pixels`` and a ``trigger`` to stamp on them (``config.unlearning_set_size``
-        images are drawn), or ``triggered_pixels`` that already carry the trigger.
-
-        Raises:
-            ValueError: target out of range, empty set, or a set that carries no trigger.
-        """
-        target = self.task.check_label(target)
-        if triggered_pixels is None:
-            if trigger is None or clean_pixels is None:
-                raise DataError("give clean_pixels and a trigger to stamp, or triggered_pixels")
-            triggered_pixels, labels = make_unlearning_set(
-                clean_pixels, trigger, target, self.config.unlearning_set_size, self.config.seed
-            )
-        else:
-            validate_pixels(triggered_pixels, "triggered images")
-            if len(triggered_pixels) == 0:
-                raise DataError("the unlearning set is empty")
-            labels = torch.full((len(triggered_pixels),), target, dtype=torch.long)
-        vector = self._finetune_vector(
-            triggered_pixels, labels, desc=f"trigger fine-tuning ({self.config.mode})"
-        )
-        vector.metadata.update(
-            {
-                "kind": "trigger",
-                "target": target,
-                "unlearning_set_size": len(labels),
-                "trigger": trigger.to_dict() if trigger else None,
-            }
-        )
-        return vector
-
-    def fit_target_vector(self, clean_pixels: torch.Tensor, labels: torch.Tensor, target: int) -> TaskVector:
-        """A "target-class" vector: the same fine-tuning on up to ``config.preserve_set_size`` *clean* images of ``target``."""
-        target = self.task.check_label(target)
-        pool = clean_pixels[labels == target][: self.config.preserve_set_size]
-        if len(pool) == 0:
-            raise DataError(f"no clean image of the target class {target} to fit a target-class vector")
-        vector = self._finetune_vector(
-            pool, torch.full((len(pool),), target, dtype=torch.long), desc="target-class fine-tuning"
-        )
-        vector.metadata.update({"kind": "target-class", "target": target, "images": len(pool)})
-        return vector
-
-    def fit_repair_vector(
-        self, trigger: Trigger, clean_pixels: torch.Tensor, clean_labels: torch.Tensor
-    ) -> TaskVector:
-        """A "repair" vector: the same fine-tuning on the same triggered images, each labelled with its
-        *true* class (the ``repair`` variant moves along it)."""
-        validate_pixels(clean_pixels, "clean images")
-        if len(clean_labels) != len(clean_pixels):
-            raise DataError(f"got {len(clean_pixels)} clean images but {len(clean_labels)} labels")
-        validate_labels(clean_labels, self.task.num_classes, "clean labels")
-        pixels, labels = make_unlearning_set(
-            clean_pixels,
-            trigger,
-            0,
-            self.config.unlearning_set_size,
-            self.config.seed,
-            true_labels=clean_labels,
-        )
-        vector = self._finetune_vector(pixels, labels, desc=f"repair fine-tuning ({self.config.mode})")
-        vector.metadata.update(
-            {"kind": "repair", "unlearning_set_size": len(labels), "trigger": trigger.to_dict()}
-        )
-        return vector
+    def resolve_target(self, target: int | str) -> int:
+        """The class index of ``target``: an index, or a class name of the task (``"banana"``)."""
+        return resolve_target(self.task, target)
 
     def apply(self, vector: TaskVector, scale: float) -> CLIPModel:
         """``theta_b - scale * vector`` as a new model (the backdoored model is left untouched)."""
         return vector.apply_to(self.model, -scale)
 
-    def evaluate(
-        self,
-        pixels: torch.Tensor,
-        labels: torch.Tensor,
-        trigger: Trigger | None = None,
-        target: int | None = None,
-        model: CLIPModel | None = None,
-    ) -> EvalResult:
-        """CA, ASR, target-class and per-class accuracy of ``model`` (default: the backdoored one)."""
-        if target is not None:
-            target = self.task.check_label(target)
-        return evaluate_classifier(self.classifier(model), pixels, labels, trigger, target)
-
-    def select_scale(
-        self,
-        vector: TaskVector,
-        pixels: torch.Tensor,
-        labels: torch.Tensor,
-        trigger: Trigger,
-        target: int,
-        search: ScaleSearchConfig | None = None,
-    ) -> ScaleSelection:
-        """Step 5: the scale with the lowest validation ASR subject to the accuracy constraints.
-
-        One working copy of the model is re-weighted in place per candidate scale; the text head is
-        computed once.
-        """
-        work = copy.deepcopy(self.model)
-        base = {k: v.detach().clone() for k, v in work.state_dict().items() if k in vector}
-
-        def evaluate(scale: float):
-            state = work.state_dict()
-            with torch.no_grad():
-                for name, tensor in base.items():
-                    state[name].copy_(tensor)
-            vector.apply_to(work, -scale, in_place=True)
-            result = self.evaluate(pixels, labels, trigger, target, model=work)
-            return result.clean_accuracy, result.attack_success_rate, result.target_class_accuracy
-
-        selection = search_scale(evaluate, search)
-        logger.info(
-            "selected scale %.3f after %d evaluations (validation CA %.1f%%, ASR %.1f%%)",
-            selection.scale,
-            selection.evaluations,
-            100 * selection.best.clean_accuracy,
-            100 * selection.best.attack_success_rate,
-        )
-        return selection
-
-    def detect(
-        self, clean_pixels: torch.Tensor, config: DecreeConfig | None = None, num_images: int = 256
-    ) -> Detection:
-        """Unknown trigger: invert one with DECREE on up to ``num_images`` clean images (a seeded random
-        subset), give the verdict, and estimate the target class it drives the zero-shot classifier to.
-
-        Raises:
-            ValueError: fewer than two clean images, or images of the wrong size for the model.
-        """
-        config = config or DecreeConfig(seed=self.config.seed)
-        validate_pixels(clean_pixels, "clean images")
-        generator = torch.Generator().manual_seed(config.seed)
-        chosen = clean_pixels[torch.randperm(len(clean_pixels), generator=generator)[:num_images]]
-        decree = invert_trigger(self.model, self.processor, chosen, config)
-        estimate = estimate_target(self.classifier(), chosen, decree.trigger)
-        logger.info(
-            "DECREE: PL1 %.4f -> %s; estimated target %d (%.0f%% of stamped images)",
-            decree.pl1,
-            "backdoored" if decree.is_backdoored else "not flagged",
-            estimate.target,
-            100 * estimate.flip_share,
-        )
-        return Detection(decree=decree, target=estimate, num_images=len(chosen))
-
     # ------------------------------------------------------------------ end to end
     def unlearn(
         self,
-        trigger: Trigger | str,
-        target: int | None,
-        clean_pixels: torch.Tensor,
-        validation: tuple[torch.Tensor, torch.Tensor],
-        test: tuple[torch.Tensor, torch.Tensor] | None = None,
+        trigger: Trigger | str | None,
+        target: int | str | None,
+        clean_pixels: Images | None,
+        validation: Images | tuple,
+        test: Images | tuple | None = None,
         clean_labels: torch.Tensor | None = None,
         search: ScaleSearchConfig | None = None,
         decree: DecreeConfig | None = None,
         force: bool = False,
+        poisoned: Images | None = None,
     ) -> UnlearningResult:
         """Run TBAR: fit the trigger vector, apply the variant, select the scale, verify.
 
         Args:
-            trigger: The known trigger, or ``"auto"`` when it is unknown: DECREE inverts one from
-                ``clean_pixels`` (see :meth:`detect`) and TBAR unlearns the inverted trigger.
-            target: The attack's target class; with ``trigger="auto"`` it may be ``None`` (estimated).
-            clean_pixels: Clean ``[0, 1]`` images to build the unlearning set from.
-            validation: ``(pixels, labels)`` used to select the scale.
-            test: Held-out ``(pixels, labels)`` for the before/after verification (default: validation).
-            clean_labels: Labels of ``clean_pixels``; needed by the target-preserving variant.
+            trigger: The known trigger; ``"auto"`` when it is unknown (DECREE inverts one from
+                ``clean_pixels``, see :meth:`detect`); or ``None`` with ``poisoned`` images found as they are.
+            target: The attack's target class, an index or a class name; with ``"auto"`` it may be ``None``.
+            clean_pixels: Clean images to build the unlearning set from: ``[0, 1]`` pixels ``(N, 3, H, W)``
+                (labels in ``clean_labels``), an image set, or a ``datasets.Dataset`` (decoded per batch).
+            validation: Images used to select the scale: ``(pixels, labels)``, an image set or a dataset.
+            test: Held-out images for the before/after verification (default: validation).
+            clean_labels: Labels of ``clean_pixels`` when they are a tensor (variants need them).
             search: Scale-search constraints.
             decree: DECREE settings for ``trigger="auto"``.
             force: With ``trigger="auto"``, unlearn the inverted trigger even if DECREE does not flag the model.
+            poisoned: Images already carrying the trigger (found in the wild), with ``trigger=None``: they are
+                split (seeded) into the unlearning set and held-out parts whose share classified as the
+                target is the ASR used to select and verify the scale.
 
         Raises:
             NoBackdoorDetectedError: ``trigger="auto"`` and DECREE did not flag the model (unless ``force``).
+            NoFeasibleScaleError: no scale keeps the accuracy constraints.
+            DataError / ConfigError: unusable images, labels, target or variant (naming them).
         """
         timings: dict[str, float] = {}
-        detection = None
-        if clean_labels is not None:
-            validate_labels(clean_labels, self.task.num_classes, "clean labels")
-        if isinstance(trigger, str):
+        detection, found = None, None
+        self.fit_losses = {}
+        clean = None
+        if clean_pixels is not None:
+            clean = self._images(
+                clean_pixels if clean_labels is None else (clean_pixels, clean_labels), "clean images"
+            )
+        if trigger is None:
+            if poisoned is None:
+                raise ConfigError("give a trigger, trigger='auto', or poisoned images found as they are")
+            if self.config.variant in _STAMPING_VARIANTS:
+                raise ConfigError(
+                    f"variant {self.config.variant!r} stamps the trigger on clean images, which needs the "
+                    "trigger itself: with found poisoned images use 'plain' or 'target-preserving'"
+                )
+            found = split_found_images(self._images(poisoned, "poisoned images"), seed=self.config.seed)
+        elif isinstance(trigger, str):
             if trigger != AUTO_TRIGGER:
-                raise DataError(f"trigger must be a Trigger object or {AUTO_TRIGGER!r}, got {trigger!r}")
+                raise ConfigError(f"trigger must be a Trigger object or {AUTO_TRIGGER!r}, got {trigger!r}")
+            if clean is None:
+                raise DataError("trigger='auto' needs clean images to invert a trigger from")
             start = time.perf_counter()
-            detection = self.detect(clean_pixels, decree)
+            detection = self.detect(clean, decree)
             timings["detection_s"] = time.perf_counter() - start
             if not detection.decree.is_backdoored and not force:
                 raise NoBackdoorDetectedError(detection)
             trigger = detection.decree.trigger
             target = detection.target.target if target is None else target
+        elif clean is None:
+            raise DataError("a known trigger needs clean images to be stamped on (clean_pixels)")
         if target is None:
-            raise DataError("target is required when the trigger is known")
-        target = self.task.check_label(target)
+            raise ConfigError("target is required when the trigger is known")
+        target = self.resolve_target(target)
+        self._check_trigger_fits(trigger)
 
-        def labels_for(what: str) -> torch.Tensor:
-            if clean_labels is None:
-                raise DataError(f"variant {self.config.variant!r} needs clean_labels to {what}")
-            return clean_labels
+        def fit_trigger() -> TaskVector:
+            if found is not None:
+                return self.fit_trigger_vector(None, target, triggered_pixels=found.finetune)
+            return self.fit_trigger_vector(trigger, target, clean_pixels=clean)
+
+        def pool(what: str) -> ImageSet:
+            if clean is None or clean.labels is None:
+                raise DataError(
+                    f"variant {self.config.variant!r} needs labelled clean images (clean_labels) to {what}"
+                )
+            return clean
 
         fits = VectorFits(
-            trigger=functools.cache(
-                lambda: self.fit_trigger_vector(trigger, target, clean_pixels=clean_pixels)
-            ),
+            trigger=functools.cache(fit_trigger),
             target_class=functools.cache(
-                lambda: self.fit_target_vector(clean_pixels, labels_for("find target-class images"), target)
+                lambda: self.fit_target_vector(pool("find target-class images"), None, target)
             ),
             repair=functools.cache(
-                lambda: self.fit_repair_vector(
-                    trigger, clean_pixels, labels_for("label the triggered images")
-                )
+                lambda: self.fit_repair_vector(trigger, pool("label the triggered images"))
             ),
         )
         start = time.perf_counter()
@@ -452,14 +238,18 @@ class BackdoorUnlearner:
         negated.metadata = {**negated.metadata, "variant": self.config.variant}
         timings["vector_fit_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        selection = self.select_scale(negated, *validation, trigger, target, search)
+        held_out = found.validation if found is not None else None
+        selection = self.select_scale(negated, validation, None, trigger, target, search, triggered=held_out)
         timings["scale_search_s"] = time.perf_counter() - start
         sanitized = self.apply(negated, selection.scale)
-        test_pixels, test_labels = test if test is not None else validation
-        before = self.evaluate(test_pixels, test_labels, trigger, target)
-        after = self.evaluate(test_pixels, test_labels, trigger, target, model=sanitized)
+        test_set = test if test is not None else validation
+        verify = found.test if found is not None else None
+        start = time.perf_counter()
+        before = self.evaluate(test_set, None, trigger, target, triggered=verify)
+        after = self.evaluate(test_set, None, trigger, target, model=sanitized, triggered=verify)
+        timings["verification_s"] = time.perf_counter() - start
         logger.info("before: %s | after: %s", before.summary(), after.summary())
-        return UnlearningResult(
+        result = UnlearningResult(
             model=sanitized,
             vector=negated,
             selection=selection,
@@ -468,57 +258,22 @@ class BackdoorUnlearner:
             trigger=trigger,
             target=target,
             config=self.config,
-            unlearning_set_size=int(negated.metadata["unlearning_set_size"]),
+            unlearning_set_size=len(found.finetune)
+            if found is not None
+            else int(negated.metadata["unlearning_set_size"]),
             timings=timings,
             detection=detection,
+            losses=dict(self.fit_losses),
         )
+        if found is not None:
+            result.data["poisoned_images"] = found.sizes()
+        result.warnings = run_warnings(result, (search or ScaleSearchConfig()).max_scale)
+        for message in result.warnings:
+            logger.warning("%s", message)
+        return result
 
-    def save_pretrained(
-        self,
-        output_dir: str | os.PathLike,
-        result: UnlearningResult,
-        overwrite: bool = False,
-        **report_fields,
-    ) -> Path:
-        """Save the sanitized model as a plain CLIPModel folder plus ``tbar_report.json`` and the scale plot.
-
-        The folder is written atomically: on failure nothing is left at ``output_dir``.
-
-        Raises:
-            OutputExistsError: ``output_dir`` holds files and ``overwrite`` is False.
-            OutputError: ``output_dir`` is, is inside, or contains the folder the model came from.
-        """
-        from .report import save_sanitized
-
-        return save_sanitized(output_dir, self, result, overwrite=overwrite, **report_fields)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        result: UnlearningResult,
-        dry_run_dir: str | os.PathLike | None = None,
-        **push_options,
-    ):
-        """Save the sanitized model to a temporary folder and push it (card, report, plot) as one Hub commit.
-
-        Args:
-            repo_id: Target repository, e.g. ``"me/clip-sanitized"``.
-            result: The output of :meth:`unlearn`.
-            dry_run_dir: Write exactly what would be pushed here instead of pushing.
-            **push_options: Fields of :class:`~hf_tbar.hub.PushConfig`: ``private`` (``None``, the default,
-                sends no visibility and the Hub's or organisation's default applies; ``True`` / ``False`` for a
-                private / public new repository), ``revision``, ``create_pr``, ``commit_message``, ``token``,
-                ``max_asr``, ``min_ca_retention``, ``force``.
-
-        Returns:
-            The :class:`~hf_tbar.hub.PushResult`. The safety gate refuses a model whose verified ASR or CA
-            retention misses its threshold unless ``force=True``.
-        """
-        import tempfile
-
-        from .hub import PushConfig, push_sanitized_model
-
-        config = PushConfig(repo_id=repo_id, dry_run=dry_run_dir is not None, **push_options)
-        with tempfile.TemporaryDirectory(prefix="hf_tbar-push-") as tmp:
-            folder = self.save_pretrained(Path(tmp) / "sanitized", result)
-            return push_sanitized_model(folder, config, dry_run_dir=dry_run_dir)
+    def _check_trigger_fits(self, trigger: Trigger | None) -> None:
+        """Stamp the trigger on one blank image of the model's size, so a trigger that does not fit the input
+        (a patch larger than the image, say) fails before any fine-tuning."""
+        if trigger is not None:
+            trigger(torch.zeros((1, 3, *self.image_size)))

@@ -1,15 +1,26 @@
-"""Shared pieces of the ``unlearn`` and ``demo`` sub-commands."""
+"""Shared pieces of the ``unlearn`` and ``demo`` sub-commands: the user's model and data, or the embedded ones.
+
+With ``--model`` nothing embedded is built: the model is the user's, the data come from ``--dataset_name``
+(a Hub id, a folder or files; :class:`~hf_tbar.data.DataArguments`), and everything is checked against the
+model before any fine-tuning. Without ``--model`` the embedded backdoored tiny CLIP of ``--attack`` is used.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from accelerate import PartialState
 
+from ..attacks import TRIGGERS, build_trigger
+from ..attacks.base import Trigger
 from ..config import TBARConfig
-from ..embedded import embedded_scenario
+from ..data.arguments import DataArguments
+from ..data.images import DatasetImages
+from ..data.loader import load_image_folder
+from ..data.task_data import TaskData, load_task_data, resolve_target
 from ..errors import ConfigError
 from ..evaluation import EvalResult
 from ..io import check_output_dir, refuse_overlap
@@ -18,17 +29,19 @@ from ..unlearner import AUTO_TRIGGER, BackdoorUnlearner, UnlearningResult
 
 logger = logging.getLogger(__name__)
 
+#: ``--trigger`` values besides the registered trigger names.
 TRIGGER_MODES = ("known", AUTO_TRIGGER)
 
 
 @dataclass
 class UnlearnArguments:
-    """What to sanitize and where to write it."""
+    """What to sanitize, which trigger to remove, and where to write the result."""
 
     model: str | None = field(
         default=None,
         metadata={
-            "help": "Backdoored CLIP folder or Hub id. Default: the embedded backdoored tiny CLIP for --attack."
+            "help": "Backdoored CLIP folder or Hub id. Default: the embedded backdoored tiny CLIP of --attack "
+            "(built and cached on first use)."
         },
     )
     output_dir: str = field(default="outputs/sanitized", metadata={"help": "Folder of the sanitized model."})
@@ -38,30 +51,53 @@ class UnlearnArguments:
             "help": "Replace --output_dir if it already holds files (refused otherwise, before any work)."
         },
     )
-    dataset: str = field(
-        default="digits", metadata={"help": "Embedded dataset giving the task and the clean images."}
-    )
     attack: str = field(
         default="badnets",
         metadata={
-            "help": "The attack (badnets, blended, wanet, sig): its trigger with --trigger known, and the "
-            "embedded backdoored model when --model is not given."
+            "help": "Without --model: the embedded backdoored model to sanitize; with --trigger known, its "
+            "trigger (with --model, the trigger of that name with --attack_params)."
         },
     )
     trigger: str = field(
         default="known",
         metadata={
-            "help": "'known': unlearn --attack's trigger; 'auto': the trigger is unknown, reverse-engineer one "
-            "with DECREE from clean images (the target is estimated unless --target is given)."
+            "help": "'known': the --attack trigger; a trigger name (badnets, blended, wanet, sig, image-patch, "
+            "blend-image); 'auto': unknown, reverse-engineered with DECREE (target estimated unless --target)."
         },
     )
     attack_params: str = field(
         default="{}", metadata={"help": "Trigger parameters as JSON, e.g. '{\"alpha\": 0.2}'."}
     )
-    target: int | None = field(
+    trigger_image: str | None = field(
         default=None,
         metadata={
-            "help": "The attack's target class index (default: 0 with --trigger known; estimated with auto)."
+            "help": "Image file of an image-patch or blend-image trigger (e.g. the attacker's patch.png)."
+        },
+    )
+    trigger_position: str | None = field(
+        default=None,
+        metadata={
+            "help": "image-patch position: bottom-right (default), top-left, top-right, bottom-left, center, "
+            "random (per image, as CleanCLIP's BadNets) or 'x,y' in pixels."
+        },
+    )
+    trigger_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Patch side in pixels of the model input (badnets, image-patch); default: relative."
+        },
+    )
+    poisoned_images: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of already-poisoned images found in the wild: used as the unlearning set as they "
+            "are (no trigger needed); held-out ones measure the ASR."
+        },
+    )
+    target: str | None = field(
+        default=None,
+        metadata={
+            "help": "The attack's target class: an index or a class name (default 0 for embedded runs)."
         },
     )
     ca_threshold: float = field(
@@ -72,17 +108,50 @@ class UnlearnArguments:
         metadata={"help": "Keep validation target-class accuracy >= this x the backdoored one (None: off)."},
     )
     max_scale: float = field(default=3.0, metadata={"help": "Largest negation scale searched."})
+    force: bool = field(
+        default=False,
+        metadata={"help": "Save even if the verified ASR > 10% or CA retention < 90% (the card then warns)."},
+    )
 
     def __post_init__(self) -> None:
-        if self.trigger not in TRIGGER_MODES:
-            raise ConfigError(f"--trigger must be one of {TRIGGER_MODES}, got {self.trigger!r}")
+        if self.trigger not in TRIGGER_MODES and self.trigger not in TRIGGERS:
+            known = sorted([*TRIGGER_MODES, *TRIGGERS])
+            raise ConfigError(f"--trigger must be one of {known}, got {self.trigger!r}")
+        if self.poisoned_images is not None and self.trigger == AUTO_TRIGGER:
+            raise ConfigError("--poisoned_images replaces the trigger: do not combine it with --trigger auto")
+        if self.trigger_image is not None and self.trigger not in ("image-patch", "blend-image"):
+            raise ConfigError(
+                f"--trigger_image needs --trigger image-patch or blend-image, got {self.trigger!r}"
+            )
+        self.trigger_parameters()
+        self.search_config()
+
+    def trigger_parameters(self) -> dict[str, Any]:
+        """``--attack_params`` with ``--trigger_image/_position/_size`` folded in."""
         try:
             params = json.loads(self.attack_params)
         except json.JSONDecodeError as err:
             raise ConfigError(f"--attack_params is not valid JSON: {self.attack_params!r} ({err})") from None
         if not isinstance(params, dict):
             raise ConfigError(f"--attack_params must be a JSON object, got {self.attack_params!r}")
-        self.search_config()
+        if self.trigger_image is not None:
+            params["path"] = self.trigger_image
+        if self.trigger_position is not None:
+            position = self.trigger_position
+            if "," in position:
+                try:
+                    position = [int(part) for part in position.split(",")]
+                except ValueError:
+                    raise ConfigError(
+                        f"--trigger_position 'x,y' must be two integers, got {position!r}"
+                    ) from None
+            params["position"] = position
+        if self.trigger_size is not None:
+            params["patch_size" if self.trigger_name() == "badnets" else "size"] = self.trigger_size
+        return params
+
+    def trigger_name(self) -> str:
+        return self.attack if self.trigger == "known" else self.trigger
 
     def search_config(self) -> ScaleSearchConfig:
         return ScaleSearchConfig(
@@ -90,34 +159,85 @@ class UnlearnArguments:
         )
 
 
-def run_tbar(
-    args: UnlearnArguments, config: TBARConfig
-) -> tuple[BackdoorUnlearner, UnlearningResult, object]:
-    """Load the model and the embedded data, run TBAR, save the sanitized folder."""
-    known = args.trigger == "known"
+@dataclass
+class Run:
+    """What ``run_tbar`` used and produced."""
+
+    unlearner: BackdoorUnlearner
+    result: UnlearningResult
+    data: TaskData
+    embedded: Any = None  # the EmbeddedScenario without --model: its real trigger, its clean model
+
+
+def _trigger(args: UnlearnArguments, embedded: Any) -> Trigger | str | None:
+    if args.poisoned_images is not None:
+        return None
+    if args.trigger == AUTO_TRIGGER:
+        return AUTO_TRIGGER
+    if args.trigger == "known" and embedded is not None:
+        return embedded.trigger
+    return build_trigger(args.trigger_name(), **args.trigger_parameters())
+
+
+def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfig) -> Run:
+    """Check every output, load the model and the data, run TBAR, save the sanitized folder."""
     inputs = [args.model] if args.model else []
     check_output_dir(args.output_dir, inputs, overwrite=args.overwrite)  # before minutes of work
     if config.checkpoint_dir is not None:
         refuse_overlap(config.checkpoint_dir, inputs + [args.output_dir])
-    scenario = embedded_scenario(
-        args.attack, json.loads(args.attack_params), target=0 if args.target is None else args.target
+    data = load_task_data(data_args)  # the data are checked before any model is loaded or built
+    embedded = None
+    if args.model is None:  # the embedded story: build (or reuse) the backdoored tiny CLIP of --attack
+        from ..embedded import embedded_scenario
+
+        target = 0 if args.target is None else resolve_target(data.task, args.target)
+        embedded = embedded_scenario(args.attack, args.trigger_parameters(), target=target)
+    model_source = args.model or str(embedded.backdoored_path)
+    unlearner = BackdoorUnlearner(
+        model_source,
+        task=data.task,
+        config=config,
+        image_column=data.image_column,
+        label_column=data.label_column,
     )
-    model_source = args.model or str(scenario.backdoored_path)
-    unlearner = BackdoorUnlearner(model_source, task=scenario.task, config=config)
+    splits = {
+        name: DatasetImages(
+            getattr(data, name), unlearner.processor, data.image_column, data.label_column, name
+        )
+        for name in ("train", "validation", "test")
+    }
+    trigger = _trigger(args, embedded)
+    poisoned = None
+    if args.poisoned_images is not None:
+        found = load_image_folder(args.poisoned_images)
+        poisoned = DatasetImages(found, unlearner.processor, "image", None, "poisoned images")
+    target = args.target if args.target is not None else (embedded.target if embedded is not None else None)
     result = unlearner.unlearn(
-        trigger=scenario.trigger if known else AUTO_TRIGGER,
-        target=scenario.target if known else args.target,
-        clean_pixels=scenario.train[0],
-        clean_labels=scenario.train[1],
-        validation=scenario.validation,
-        test=scenario.test,
+        trigger=trigger,
+        target=target,
+        clean_pixels=splits["train"],
+        validation=splits["validation"],
+        test=splits["test"],
         search=args.search_config(),
+        poisoned=poisoned,
     )
+    result.data.update(data.provenance)
     state = PartialState()  # after training, so it shares the Accelerator's state
     if state.is_main_process:  # under accelerate launch / torchrun, one process writes the folder
-        unlearner.save_pretrained(args.output_dir, result, overwrite=args.overwrite, dataset=args.dataset)
+        splits_used = data.provenance["splits"]
+        unlearner.save_pretrained(
+            args.output_dir,
+            result,
+            overwrite=args.overwrite,
+            force=args.force,
+            dataset=data.provenance["dataset"],
+            dataset_config=data.provenance.get("config"),
+            selection_split=splits_used["validation"]["split"],
+            evaluation_split=splits_used["test"]["split"],
+            data=result.data,
+        )
     state.wait_for_everyone()
-    return unlearner, result, scenario
+    return Run(unlearner, result, data, embedded)
 
 
 def format_table(rows: list[tuple[str, EvalResult]]) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import TBARConfig
+from ..data.arguments import DataArguments
 from ..report import PLOT_FILE, REPORT_FILE
 from ..unlearner import BackdoorUnlearner
 from .common import UnlearnArguments, format_table, run_tbar
@@ -43,13 +44,14 @@ def run(demo: DemoArguments) -> int:
     args = UnlearnArguments(
         output_dir=demo.output_dir, attack=demo.attack, overwrite=demo.overwrite or earlier_demo
     )
-    unlearner, result, scenario = run_tbar(args, TBARConfig(variant=demo.variant, mode=demo.mode))
-    clean = BackdoorUnlearner(scenario.clean_path, task=scenario.task).evaluate(
-        *scenario.test, scenario.trigger, scenario.target
+    done = run_tbar(args, DataArguments(), TBARConfig(variant=demo.variant, mode=demo.mode))
+    result, scenario, test = done.result, done.embedded, done.data.test
+    clean = BackdoorUnlearner(scenario.clean_path, task=done.data.task).evaluate(
+        test, None, scenario.trigger, scenario.target
     )
     print(
-        f"\nEmbedded demo: {scenario.trigger.describe()} -> class {scenario.target} "
-        f"({scenario.task.classnames[scenario.target]}), test split of {len(scenario.test[1])} digits\n"
+        f"\nEmbedded demo: {scenario.trigger.describe(image_size=done.unlearner.image_size[0])} -> class "
+        f"{scenario.target} ({done.data.task.classnames[scenario.target]}), test split of {len(test)} digits\n"
     )
     print(
         format_table(
@@ -61,10 +63,11 @@ def run(demo: DemoArguments) -> int:
         )
     )
     print(
-        f"\nCA retention {100 * result.ca_retention:.1f}%, unlearning set {result.unlearning_set_size} triggered images, "
-        f"scale chosen on validation in {result.selection.evaluations} evaluations"
+        f"\nCA retention {100 * result.ca_retention:.1f}%, unlearning set {result.unlearning_set_size} triggered "
+        f"images, scale chosen on validation in {result.selection.evaluations} evaluations"
     )
     print(
-        f"Report: {demo.output_dir}/{REPORT_FILE}  Plot: {demo.output_dir}/{PLOT_FILE}  ({time.perf_counter() - start:.0f}s)"
+        f"Report: {demo.output_dir}/{REPORT_FILE}  Card: {demo.output_dir}/README.md  Plot: "
+        f"{demo.output_dir}/{PLOT_FILE}  ({time.perf_counter() - start:.0f}s)"
     )
     return 0

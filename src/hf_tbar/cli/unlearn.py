@@ -1,33 +1,43 @@
-"""``hf-tbar unlearn``: remove a backdoor with TBAR (known trigger, or ``--trigger auto``) and save the model."""
+"""``hf-tbar unlearn``: remove a backdoor with TBAR and save the sanitized model.
+
+Examples::
+
+    hf-tbar unlearn --model me/clip-finetuned --dataset_name ./my_images --target cat --trigger badnets \\
+        --trigger_size 16 --output_dir sanitized
+    hf-tbar unlearn --model me/clip --dataset_name food101 --target 0 --trigger image-patch \\
+        --trigger_image patch.png --trigger_position random --mode lora
+    hf-tbar unlearn --model me/clip --dataset_name cifar10 --poisoned_images found/ --target airplane
+    hf-tbar unlearn --attack blended --trigger auto      # the embedded model, trigger reverse-engineered
+"""
 
 from __future__ import annotations
 
 from ..config import TBARConfig
+from ..data.arguments import DataArguments
 from .common import UnlearnArguments, format_table, run_tbar
 
-HELP = "Remove a backdoor with TBAR (known trigger or --trigger auto) and save a sanitized CLIPModel folder."
-DATACLASSES = (UnlearnArguments, TBARConfig)
+HELP = "Remove a backdoor with TBAR (known, image or found trigger, or --trigger auto) and save a CLIPModel folder."
+DATACLASSES = (UnlearnArguments, DataArguments, TBARConfig)
 
 
-def run(args: UnlearnArguments, config: TBARConfig) -> int:
-    unlearner, result, scenario = run_tbar(args, config)
+def run(args: UnlearnArguments, data_args: DataArguments, config: TBARConfig) -> int:
+    done = run_tbar(args, data_args, config)
+    result, unlearner = done.result, done.unlearner
     rows = [("backdoored", result.before), (f"TBAR (scale {result.selection.scale:.2f})", result.after)]
     if result.detection is not None:
         decree = result.detection.decree
         print(  # noqa: T201 - console output of the CLI itself
-            f"DECREE: PL1 {decree.pl1:.4f} (threshold {decree.threshold}) -> "
-            f"{'backdoored' if decree.is_backdoored else 'not flagged'}; estimated target {result.target} "
-            f"({100 * result.detection.target.flip_share:.0f}% of stamped images). ASR below is for the inverted trigger."
+            f"DECREE: PL1 {decree.pl1:.4f} (threshold {decree.threshold}) -> {decree.verdict}; estimated target "
+            f"{result.target} ({100 * result.detection.target.flip_share:.0f}% of stamped images). ASR below "
+            "is for the inverted trigger."
         )
-        if args.model is None:  # the embedded attack's real trigger is known: verify against it too
-            real = [
-                (
-                    f"{name}, real {scenario.trigger.name} trigger",
-                    unlearner.evaluate(*scenario.test, scenario.trigger, scenario.target, model=model),
-                )
-                for name, model in (("backdoored", None), ("TBAR", result.model))
-            ]
-            rows += real
+        if done.embedded is not None:  # the embedded attack's real trigger is known: verify against it too
+            real = done.embedded.trigger
+            for name, model in (("backdoored", None), ("TBAR", result.model)):
+                scores = unlearner.evaluate(done.data.test, None, real, result.target, model=model)
+                rows.append((f"{name}, real {real.name} trigger", scores))
+    if result.trigger is None:
+        print("ASR: share of held-out found poisoned images classified as the target.")  # noqa: T201
     print(format_table(rows))  # noqa: T201
     print(f"CA retention {100 * result.ca_retention:.1f}%; sanitized model in {args.output_dir}")  # noqa: T201
     return 0

@@ -138,9 +138,10 @@ class _AccountedUnlearner(BackdoorUnlearner):
         if self.clean_share == 0 or triggered_pixels is not None:
             return super().fit_trigger_vector(trigger, target, clean_pixels, triggered_pixels)
         target = self.task.check_label(target)
+        pool_pixels, pool_labels = self._images(clean_pixels, "clean images").tensors()
         pixels, labels, num_clean = mixed_unlearning_set(
-            clean_pixels,
-            self.clean_labels,
+            pool_pixels,
+            self.clean_labels if pool_labels is None else pool_labels,
             trigger,
             target,
             self.config.unlearning_set_size,

@@ -9,18 +9,23 @@ from .decree import (
     mean_pairwise_cosine,
     update_lambda,
 )
+from .decree_config import CALIBRATIONS, UNCALIBRATED_NOTE, calibration_for, is_embedded_tiny_clip
 from .inverted import InvertedTrigger
 from .target import TargetEstimate, estimate_target
 
 __all__ = [
+    "CALIBRATIONS",
+    "UNCALIBRATED_NOTE",
     "DecreeConfig",
     "DecreeResult",
     "InvertedTrigger",
     "LambdaState",
     "TargetEstimate",
+    "calibration_for",
     "estimate_target",
     "image_encoder",
     "invert_trigger",
+    "is_embedded_tiny_clip",
     "mean_pairwise_cosine",
     "update_lambda",
 ]

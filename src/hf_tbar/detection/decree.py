@@ -4,16 +4,15 @@ From unlabelled clean images only, DECREE searches for the smallest mask ``m`` a
 such that the stamped images ``x' = (1 - m) x + m p`` all land on (nearly) the same embedding. A
 backdoored encoder has such a shortcut - its trigger - while a clean encoder needs to overwrite most
 of the image. The normalised mask norm ``PL1 = |m|_1 / (H W 3)`` is the detection statistic.
+
+:class:`DecreeConfig` and :class:`DecreeResult` live in :mod:`.decree_config` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,112 +21,11 @@ from tqdm.auto import tqdm
 from transformers import CLIPVisionModelWithProjection
 
 from ..data.pixels import normalize_pixels, validate_pixels
-from ..errors import ConfigError
 from ..zeroshot import encode_images, unwrap_clip
+from .decree_config import UNCALIBRATED, DecreeConfig, DecreeResult, calibration_for
 from .inverted import InvertedTrigger, logit_to_unit, unit_to_logit
 
 logger = logging.getLogger(__name__)
-
-
-def _positive_int(value: Any, what: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
-
-
-def _positive_float(value: Any, what: str) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{what} must be a positive finite number, got {value!r}")
-
-
-@dataclass
-class DecreeConfig:
-    """Settings of DECREE's trigger inversion and of the detection rule (paper defaults unless noted).
-
-    The two thresholds are calibrated on the embedded 0.8M-parameter CLIP (32 px digits): there even
-    the true BadNets trigger only brings the embeddings to a mean cosine of ~0.75, so the paper's 0.99
-    is reached by none of the real triggers and every encoder - clean or not - collapses under a
-    small universal adversarial mask (PL1 0.05-0.09). At 0.6 the clean encoder needs PL1 ~0.016 and
-    the backdoored ones 0.004-0.008. For foundation-size encoders use :meth:`paper`.
-    """
-
-    steps: int = field(default=1000, metadata={"help": "Maximum optimisation steps (one batch per step)."})
-    batch_size: int = field(
-        default=64, metadata={"help": "Clean images per step (>= 2: the loss is pairwise)."}
-    )
-    learning_rate: float = field(
-        default=0.1, metadata={"help": "Adam learning rate on the mask/pattern logits."}
-    )
-    init_lambda: float = field(default=1e-3, metadata={"help": "Initial weight of the mask L1 penalty."})
-    lambda_multiplier: float = field(
-        default=5.0, metadata={"help": "Factor lambda is multiplied/divided by."}
-    )
-    lambda_patience: int = field(
-        default=5,
-        metadata={"help": "Consecutive steps above/below the cosine threshold before lambda changes."},
-    )
-    min_lambda: float = field(default=1e-7, metadata={"help": "Lambda is not divided below this value."})
-    max_lambda: float = field(default=1e5, metadata={"help": "Lambda is not multiplied above this value."})
-    cosine_threshold: float = field(
-        default=0.6,
-        metadata={
-            "help": "Mean pairwise cosine similarity a trigger must reach to count as found. 0.6 is calibrated on "
-            "the embedded tiny CLIPs; the paper uses 0.99 for foundation-size encoders (see DecreeConfig.paper())."
-        },
-    )
-    early_stop_patience: int = field(
-        default=50,
-        metadata={
-            "help": "Stop once this many successful steps since the last improvement found no smaller mask."
-        },
-    )
-    detection_threshold: float = field(
-        default=0.01,
-        metadata={
-            "help": "PL1 below this flags the encoder as backdoored. 0.01 is calibrated on the embedded tiny CLIPs "
-            "(with cosine_threshold 0.6); the paper uses 0.1 (with 0.99)."
-        },
-    )
-    seed: int = field(
-        default=0, metadata={"help": "Seed of the mask/pattern initialisation and batch order."}
-    )
-    eps: float = field(
-        default=1e-7, metadata={"help": "Keeps tanh(.) / (2 - eps) + 0.5 strictly inside (0, 1)."}
-    )
-
-    def __post_init__(self) -> None:
-        _positive_int(self.steps, "steps")
-        _positive_int(self.batch_size, "batch_size", minimum=2)
-        _positive_int(self.lambda_patience, "lambda_patience")
-        _positive_int(self.early_stop_patience, "early_stop_patience")
-        _positive_int(self.seed, "seed", minimum=0)
-        for name in ("learning_rate", "init_lambda", "min_lambda", "max_lambda"):
-            _positive_float(getattr(self, name), name)
-        _positive_float(self.lambda_multiplier, "lambda_multiplier")
-        if self.lambda_multiplier <= 1:
-            raise ConfigError(f"lambda_multiplier must be > 1, got {self.lambda_multiplier}")
-        if not self.min_lambda <= self.init_lambda <= self.max_lambda:
-            raise ConfigError(
-                f"init_lambda {self.init_lambda} must lie in [min_lambda, max_lambda] = [{self.min_lambda}, {self.max_lambda}]"
-            )
-        if not (-1.0 < self.cosine_threshold <= 1.0):
-            raise ConfigError(f"cosine_threshold must be in (-1, 1], got {self.cosine_threshold}")
-        if not (0.0 < self.detection_threshold <= 1.0):
-            raise ConfigError(f"detection_threshold must be in (0, 1], got {self.detection_threshold}")
-        if not (0.0 < self.eps < 1.0):
-            raise ConfigError(f"eps must be in (0, 1), got {self.eps}")
-
-    @classmethod
-    def paper(cls, **overrides: Any) -> DecreeConfig:
-        """The paper's calibration for foundation-size CLIP encoders: cosine threshold 0.99, PL1 threshold 0.1."""
-        return cls(**{"cosine_threshold": 0.99, "detection_threshold": 0.1, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # --- adaptive lambda ------------------------------------------------------------------------------
@@ -232,41 +130,6 @@ def check_clean_pixels(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 # --- inversion ------------------------------------------------------------------------------------
-
-
-@dataclass
-class DecreeResult:
-    """Outcome of :func:`invert_trigger`.
-
-    Attributes:
-        trigger: The inverted trigger: the smallest successful one, or the last one if none succeeded.
-        mask_l1: ``|m|_1`` over the mask's three colour channels, ``3 * sum(m)``.
-        pl1: ``mask_l1 / (H W 3)``, in ``[0, 1]``.
-        similarity: Mean pairwise cosine similarity of the stamped batch for that trigger.
-        found: Whether any step reached ``cosine_threshold``.
-        is_backdoored: The verdict, ``found and pl1 < threshold``.
-        threshold: The PL1 detection threshold used.
-        steps: Optimisation steps run (early stopping may end before ``config.steps``).
-        best_step: Step (0-based) at which ``trigger`` was recorded.
-        final_lambda: Lambda when the run ended.
-    """
-
-    trigger: InvertedTrigger
-    mask_l1: float
-    pl1: float
-    similarity: float
-    found: bool
-    is_backdoored: bool
-    threshold: float
-    steps: int
-    best_step: int
-    final_lambda: float
-
-    def to_dict(self, include_trigger: bool = False) -> dict[str, Any]:
-        """JSON-serialisable summary; ``include_trigger`` adds the full trigger (mask and pattern lists)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "trigger"}
-        out["trigger"] = self.trigger.to_dict() if include_trigger else self.trigger.describe()
-        return out
 
 
 def mean_pairwise_cosine(embeddings: torch.Tensor) -> torch.Tensor:
@@ -414,10 +277,11 @@ def invert_trigger(
         similarity=best_similarity,
         found=found,
         is_backdoored=bool(found and pl1 < config.detection_threshold),
-        threshold=config.detection_threshold,
+        threshold=float(config.detection_threshold),
         steps=steps_run,
         best_step=best_step,
         final_lambda=lam.value,
+        calibration=calibration_for(model, config),
     )
     logger.info(
         "DECREE: PL1 %.4f (threshold %.3f), similarity %.4f, %d steps -> %s",
@@ -425,6 +289,8 @@ def invert_trigger(
         config.detection_threshold,
         best_similarity,
         steps_run,
-        "backdoored" if result.is_backdoored else "not flagged",
+        result.verdict,
     )
+    if result.calibration == UNCALIBRATED:
+        logger.warning("DECREE verdict uncalibrated: %s", result.calibration_note)
     return result

@@ -24,11 +24,11 @@ class SafetyGateError(HfTbarError, RuntimeError):
 
     exit_code = 3
 
-    def __init__(self, failures: list[str]) -> None:
+    def __init__(self, failures: list[str], action: str = "push") -> None:
         self.failures = list(failures)
         super().__init__(
-            "refusing to push: the sanitized model fails the safety gate: "
-            f"{'; '.join(self.failures)}. Pass force=True (--force) to push anyway; "
+            f"refusing to {action}: the sanitized model fails the safety gate: "
+            f"{'; '.join(self.failures)}. Pass force=True (--force) to {action} anyway; "
             "the model card will then open with a warning"
         )
 

@@ -1,0 +1,111 @@
+"""Evaluating, selecting the scale and detecting with DECREE: the read-only half of BackdoorUnlearner.
+
+:class:`Evaluating` is a mixin of :class:`~hf_tbar.BackdoorUnlearner` (it uses ``model``, ``processor``,
+``config``, ``classifier``, ``resolve_target`` and ``_images``). Every pass streams its images batch by batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from transformers import CLIPModel
+
+from .attacks.base import Trigger
+from .detection import DecreeConfig, estimate_target, invert_trigger
+from .evaluation import EvalResult, evaluate_classifier
+from .results import Detection
+from .scale_search import ScaleSearchConfig, ScaleSelection, search_scale
+from .task_vector import TaskVector
+from .vector_fitting import Images
+
+logger = logging.getLogger(__name__)
+
+
+class Evaluating:
+    """CA/ASR evaluation, the scale search and DECREE detection (mixin of ``BackdoorUnlearner``)."""
+
+    def evaluate(
+        self,
+        pixels: Images | tuple,
+        labels: torch.Tensor | None = None,
+        trigger: Trigger | None = None,
+        target: int | str | None = None,
+        model: CLIPModel | None = None,
+        triggered: Images | None = None,
+    ) -> EvalResult:
+        """CA, ASR, target-class and per-class accuracy of ``model`` (default: the backdoored one), streamed.
+
+        Args:
+            pixels: Clean images: ``(N, 3, H, W)`` ``[0, 1]`` pixels with ``labels``, or an image set / dataset.
+            trigger: Stamped on the non-target clean images to measure ASR.
+            triggered: Or images that already carry the trigger: ASR is their share classified as ``target``.
+        """
+        if target is not None:
+            target = self.resolve_target(target)
+        clean = self._images(pixels if labels is None else (pixels, labels), "evaluation images")
+        found = self._images(triggered, "poisoned images") if triggered is not None else None
+        return evaluate_classifier(self.classifier(model), clean, None, trigger, target, triggered=found)
+
+    def select_scale(
+        self,
+        vector: TaskVector,
+        pixels: Images | tuple,
+        labels: torch.Tensor | None,
+        trigger: Trigger | None,
+        target: int,
+        search: ScaleSearchConfig | None = None,
+        triggered: Images | None = None,
+    ) -> ScaleSelection:
+        """Step 5: the scale with the lowest validation ASR subject to the accuracy constraints.
+
+        One working copy of the model is re-weighted in place per candidate scale; the text head is
+        computed once; each evaluation streams the validation images.
+        """
+        work = copy.deepcopy(self.model)
+        base = {k: v.detach().clone() for k, v in work.state_dict().items() if k in vector}
+
+        def evaluate(scale: float):
+            state = work.state_dict()
+            with torch.no_grad():
+                for name, tensor in base.items():
+                    state[name].copy_(tensor)
+            vector.apply_to(work, -scale, in_place=True)
+            result = self.evaluate(pixels, labels, trigger, target, model=work, triggered=triggered)
+            return result.clean_accuracy, result.attack_success_rate, result.target_class_accuracy
+
+        selection = search_scale(evaluate, search)
+        logger.info(
+            "selected scale %.3f after %d evaluations (validation CA %.1f%%, ASR %.1f%%)",
+            selection.scale,
+            selection.evaluations,
+            100 * selection.best.clean_accuracy,
+            100 * selection.best.attack_success_rate,
+        )
+        return selection
+
+    def detect(
+        self, clean_pixels: Images, config: DecreeConfig | None = None, num_images: int = 256
+    ) -> Detection:
+        """Unknown trigger: invert one with DECREE on up to ``num_images`` clean images (a seeded random
+        subset; only those are decoded), give the verdict, and estimate the target class it drives to.
+
+        Raises:
+            DataError: fewer than two clean images, or images of the wrong size for the model.
+        """
+        config = config or DecreeConfig(seed=self.config.seed)
+        pool = self._images(clean_pixels, "clean images")
+        generator = torch.Generator().manual_seed(config.seed)
+        order = torch.randperm(len(pool), generator=generator)[:num_images]
+        chosen, _ = pool.select(order.tolist()).tensors()
+        decree = invert_trigger(self.model, self.processor, chosen, config)
+        estimate = estimate_target(self.classifier(), chosen, decree.trigger)
+        logger.info(
+            "DECREE: PL1 %.4f -> %s; estimated target %d (%.0f%% of stamped images)",
+            decree.pl1,
+            "backdoored" if decree.is_backdoored else "not flagged",
+            estimate.target,
+            100 * estimate.flip_share,
+        )
+        return Detection(decree=decree, target=estimate, num_images=len(chosen))

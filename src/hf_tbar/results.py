@@ -1,0 +1,98 @@
+"""What a TBAR run returns: the sanitized model with its vector, scale search and before/after metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from transformers import CLIPModel
+
+from .attacks.base import Trigger
+from .config import TBARConfig
+from .detection import DecreeResult, TargetEstimate
+from .errors import HfTbarError
+from .evaluation import EvalResult
+from .metrics import ca_retention
+from .scale_search import ScaleSelection
+from .task_vector import TaskVector
+
+
+@dataclass
+class Detection:
+    """What DECREE found when the trigger was unknown: the inverted trigger and the class it drives to."""
+
+    decree: DecreeResult
+    target: TargetEstimate
+    num_images: int
+
+    def to_dict(self) -> dict:
+        return {
+            "decree": self.decree.to_dict(),
+            "target_estimate": self.target.to_dict(),
+            "num_images": self.num_images,
+        }
+
+
+class NoBackdoorDetectedError(HfTbarError, ValueError):
+    """DECREE did not flag the model, so an unknown-trigger run has nothing to remove."""
+
+    exit_code = 7
+
+    def __init__(self, detection: Detection) -> None:
+        self.detection = detection
+        super().__init__(
+            f"DECREE did not flag the model: PL1 {detection.decree.pl1:.4f} is not below the threshold "
+            f"{detection.decree.threshold} (similarity {detection.decree.similarity:.3f}). Nothing to remove; "
+            "pass the trigger explicitly if you know it, or force=True to unlearn the inverted trigger anyway."
+        )
+
+
+@dataclass
+class UnlearningResult:
+    """Everything a TBAR run produced: the sanitized model, the vector, the scale search and metrics.
+
+    ``trigger`` is ``None`` when the unlearning set was made of poisoned images found as they are; ASR is
+    then their held-out share classified as the target. ``data`` records the dataset, splits and sizes
+    evaluated (provenance), ``losses`` the loss per step of each fine-tuning (by its label), ``warnings`` what looked wrong.
+    """
+
+    model: CLIPModel
+    vector: TaskVector
+    selection: ScaleSelection
+    before: EvalResult
+    after: EvalResult
+    trigger: Trigger | None
+    target: int
+    config: TBARConfig
+    unlearning_set_size: int
+    timings: dict[str, float] = field(default_factory=dict)
+    detection: Detection | None = None
+    data: dict = field(default_factory=dict)
+    losses: dict[str, list[float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ca_retention(self) -> float:
+        """CA after / CA before on the verification split (NaN when the backdoored CA is 0)."""
+        if not self.before.clean_accuracy:
+            return math.nan
+        return ca_retention(self.after.clean_accuracy, self.before.clean_accuracy)
+
+
+def run_warnings(result: UnlearningResult, max_scale: float) -> list[str]:
+    """What looks wrong in a finished run: a fine-tuning loss that did not fall, a scale at the search's bound
+    ``max_scale``, and a verified ASR or CA retention that misses the publication gate's defaults."""
+    from .hub.gate import check_safety_gate
+    from .vector_fitting import loss_did_not_fall
+
+    messages = [
+        f"{desc}: the loss did not fall ({losses[0]:.3f} -> {losses[-1]:.3f}): raise learning_rate or steps"
+        for desc, losses in result.losses.items()
+        if loss_did_not_fall(losses)
+    ]
+    if result.selection.scale >= max_scale * (1 - 1e-6):
+        messages.append(
+            f"the chosen scale {result.selection.scale:.2f} is the search's bound (max_scale {max_scale}): the "
+            "vector may be too weak (raise learning_rate, steps or max_scale)"
+        )
+    return messages + check_safety_gate({"before": result.before.to_dict(), "after": result.after.to_dict()})

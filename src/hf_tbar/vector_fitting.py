@@ -1,0 +1,176 @@
+"""Fitting TBAR's task vectors: fine-tune a copy of the vision tower on a small set, keep the weight difference.
+
+:class:`VectorFitting` is a mixin of :class:`~hf_tbar.BackdoorUnlearner` (it uses its ``model``, ``config``,
+``task`` and ``classifier``). Each vector records in its metadata what it was fitted on and the loss per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from torch.utils.data import TensorDataset
+
+from .attacks.base import Trigger
+from .data.images import ImageSet, as_image_set
+from .data.pixels import validate_labels, validate_pixels
+from .errors import DataError
+from .task_vector import TaskVector
+from .training.backdoor import classification_loss, vision_parameters
+from .training.loop import run_training
+from .unlearning_set import make_unlearning_set
+
+logger = logging.getLogger(__name__)
+
+Images = torch.Tensor | ImageSet | Dataset
+
+
+def loss_did_not_fall(losses: list[float], share: float = 0.9) -> bool:
+    """True when the mean of the last three losses is above ``share`` x the mean of the first three."""
+    if len(losses) < 4:
+        return False
+    head, tail = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    return tail > share * head
+
+
+class VectorFitting:
+    """The trigger, target-class and repair vectors of TBAR (mixin of ``BackdoorUnlearner``)."""
+
+    def _finetune_vector(self, pixels: torch.Tensor, labels: torch.Tensor, desc: str) -> TaskVector:
+        """Fine-tune a copy of the vision tower on ``(pixels, labels)``; return the weight difference.
+
+        The vector's metadata holds ``losses`` (per optimizer step); a warning is logged when the loss did not
+        fall, since the vector then hardly holds the trigger (raise ``learning_rate`` or ``steps``).
+        """
+        cfg = self.config
+        work = copy.deepcopy(self.model)
+        if cfg.mode == "lora":
+            for param in work.parameters():
+                param.requires_grad_(False)
+            pattern = r".*vision_model\..*\.(" + "|".join(cfg.lora_target_modules) + r")$"
+            lora = LoraConfig(
+                r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=pattern
+            )
+            with torch.random.fork_rng():
+                torch.manual_seed(cfg.seed)
+                work = get_peft_model(work, lora)
+            params = [p for p in work.parameters() if p.requires_grad]
+        else:
+            params = vision_parameters(work)
+        losses = run_training(
+            self.classifier(work),
+            params,
+            TensorDataset(pixels, labels),
+            classification_loss,
+            cfg.finetune_config(),
+            desc=desc,
+        )
+        self.fit_losses[desc] = [float(loss) for loss in losses]
+        if loss_did_not_fall(losses):
+            logger.warning(
+                "%s: the loss did not fall (%.3f -> %.3f over %d steps): the vector may not hold what it "
+                "should; raise learning_rate (now %g) or steps",
+                desc,
+                losses[0],
+                losses[-1],
+                len(losses),
+                cfg.learning_rate,
+            )
+        if cfg.mode == "lora":
+            vector = TaskVector.from_peft_model(work, metadata={"mode": "lora"})
+        else:
+            vector = TaskVector.from_models(self.model, work, metadata={"mode": "full"})
+        vector.metadata["losses"] = [float(loss) for loss in losses]
+        return vector
+
+    def fit_trigger_vector(
+        self,
+        trigger: Trigger | None = None,
+        target: int | None = None,
+        clean_pixels: Images | None = None,
+        triggered_pixels: Images | None = None,
+    ) -> TaskVector:
+        """Step 2-3 of TBAR: fine-tune on triggered images labelled ``target``; ``tau = theta_t - theta_b``.
+
+        Give either ``clean_pixels`` (tensor ``(N, 3, H, W)`` in ``[0, 1]`` or an image set) and a ``trigger``
+        to stamp on them (``config.unlearning_set_size`` images are drawn), or ``triggered_pixels`` that
+        already carry the trigger (e.g. poisoned images found in the wild; up to ``unlearning_set_size``).
+
+        Raises:
+            DataError: target out of range, empty set, or a set that carries no trigger.
+        """
+        target = self.task.check_label(target)
+        size, seed = self.config.unlearning_set_size, self.config.seed
+        if triggered_pixels is None:
+            if trigger is None or clean_pixels is None:
+                raise DataError("give clean_pixels and a trigger to stamp, or triggered_pixels")
+            pixels, labels = make_unlearning_set(
+                self._images(clean_pixels, "clean images"), trigger, target, size, seed
+            )
+        else:
+            found = self._images(triggered_pixels, "triggered images")
+            if len(found) == 0:
+                raise DataError("the unlearning set is empty")
+            if len(found) > size:
+                found = found.select(
+                    torch.randperm(len(found), generator=torch.Generator().manual_seed(seed))[:size].tolist()
+                )
+            pixels, _ = found.tensors()
+            labels = torch.full((len(pixels),), target, dtype=torch.long)
+        vector = self._finetune_vector(pixels, labels, desc=f"trigger fine-tuning ({self.config.mode})")
+        vector.metadata.update(
+            {
+                "kind": "trigger",
+                "target": target,
+                "unlearning_set_size": len(labels),
+                "trigger": trigger.to_dict() if trigger else None,
+            }
+        )
+        return vector
+
+    def fit_target_vector(self, clean_pixels: Images, labels: torch.Tensor | None, target: int) -> TaskVector:
+        """A "target-class" vector: the same fine-tuning on up to ``config.preserve_set_size`` *clean* images
+        of ``target`` (``labels`` are those of ``clean_pixels``; ``None`` when an image set carries them)."""
+        target = self.task.check_label(target)
+        pool = self._images(clean_pixels if labels is None else (clean_pixels, labels), "clean images")
+        chosen = torch.nonzero(pool.require_labels() == target).flatten()[: self.config.preserve_set_size]
+        if len(chosen) == 0:
+            raise DataError(f"no clean image of the target class {target} to fit a target-class vector")
+        pixels, _ = pool.select(chosen.tolist()).tensors()
+        vector = self._finetune_vector(
+            pixels, torch.full((len(pixels),), target, dtype=torch.long), desc="target-class fine-tuning"
+        )
+        vector.metadata.update({"kind": "target-class", "target": target, "images": len(pixels)})
+        return vector
+
+    def fit_repair_vector(
+        self, trigger: Trigger, clean_pixels: Images, clean_labels: torch.Tensor | None = None
+    ) -> TaskVector:
+        """A "repair" vector: the same fine-tuning on the same triggered images, each labelled with its
+        *true* class (the ``repair`` variant moves along it)."""
+        if isinstance(clean_pixels, torch.Tensor):
+            validate_pixels(clean_pixels, "clean images")
+            if clean_labels is None or len(clean_labels) != len(clean_pixels):
+                got = "no" if clean_labels is None else len(clean_labels)
+                raise DataError(f"got {len(clean_pixels)} clean images but {got} labels")
+        pool = self._images(
+            clean_pixels if clean_labels is None else (clean_pixels, clean_labels), "clean images"
+        )
+        validate_labels(pool.require_labels(), self.task.num_classes, "clean labels")
+        cfg = self.config
+        pixels, labels = make_unlearning_set(
+            pool, trigger, 0, cfg.unlearning_set_size, cfg.seed, true_labels=True
+        )
+        vector = self._finetune_vector(pixels, labels, desc=f"repair fine-tuning ({self.config.mode})")
+        vector.metadata.update(
+            {"kind": "repair", "unlearning_set_size": len(labels), "trigger": trigger.to_dict()}
+        )
+        return vector
+
+    def _images(self, data: Images | tuple, name: str) -> ImageSet:
+        """``data`` as an image set read through this model's processor, its labels checked."""
+        images = as_image_set(data, self.processor, name=name, **self.columns)
+        return images.check(self.task.num_classes, self.image_size)
