@@ -46,17 +46,25 @@ def build_report(unlearner, result, **extra) -> dict:
     cfg = result.config
     base_model, base_model_source = base_model_provenance(unlearner.source)
     height, width = image_size_of(unlearner.processor)
-    trigger = result.trigger.resolved(height, width)  # sizes relative to the input, stated in pixels
+    trigger = result.trigger.resolved(height, width) if result.trigger is not None else None
+    if trigger is None:
+        trigger_source = "found"  # poisoned images found as they are: no trigger object
+    else:
+        trigger_source = "decree" if result.detection is not None else "known"
     return {
         "hf_tbar_version": package_versions()["hf_tbar"],
         "base_model": base_model,
         "base_model_source": base_model_source,
         "task": unlearner.task.to_dict(),
         "target_class": result.target,
-        "trigger": trigger.public_dict(),
-        "trigger_description": trigger.describe(image_size=height),
+        "trigger": trigger.public_dict() if trigger is not None else None,
+        "trigger_description": (
+            result.trigger.describe(image_size=height)
+            if trigger is not None
+            else "poisoned images found as they are (ASR: their held-out share classified as the target)"
+        ),
         "image_size": [height, width],
-        "trigger_source": "decree" if result.detection is not None else "known",
+        "trigger_source": trigger_source,
         "detection": result.detection.to_dict() if result.detection is not None else None,
         "recipe": {
             "mode": cfg.mode,
@@ -83,6 +91,8 @@ def build_report(unlearner, result, **extra) -> dict:
         "after": result.after.to_dict(),
         "ca_retention": result.ca_retention,
         "timings_s": result.timings,
+        "finetuning_losses": result.losses,
+        "warnings": result.warnings,
         "versions": package_versions(),
         **extra,
     }

@@ -179,6 +179,12 @@ def _trigger(args: UnlearnArguments, embedded: Any) -> Trigger | str | None:
     return build_trigger(args.trigger_name(), **args.trigger_parameters())
 
 
+def split_label(data: TaskData, role: str) -> str:
+    """The split that played ``role``, as the report states it: ``"test"``, or ``"test (carved from train)"``."""
+    used = data.provenance["splits"][role]
+    return f"{role} (carved from {used['split']})" if used.get("carved_from_train") else used["split"]
+
+
 def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfig) -> Run:
     """Check every output, load the model and the data, run TBAR, save the sanitized folder."""
     inputs = [args.model] if args.model else []
@@ -224,7 +230,6 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
     result.data.update(data.provenance)
     state = PartialState()  # after training, so it shares the Accelerator's state
     if state.is_main_process:  # under accelerate launch / torchrun, one process writes the folder
-        splits_used = data.provenance["splits"]
         unlearner.save_pretrained(
             args.output_dir,
             result,
@@ -232,8 +237,8 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
             force=args.force,
             dataset=data.provenance["dataset"],
             dataset_config=data.provenance.get("config"),
-            selection_split=splits_used["validation"]["split"],
-            evaluation_split=splits_used["test"]["split"],
+            selection_split=split_label(data, "validation"),
+            evaluation_split=split_label(data, "test"),
             data=result.data,
         )
     state.wait_for_everyone()
