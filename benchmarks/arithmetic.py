@@ -33,63 +33,14 @@ from transformers import CLIPConfig, CLIPModel
 
 from hf_tbar.streaming import parse_size, stream_task_arithmetic
 
-# Public config.json numbers of the two OpenAI checkpoints.
-ARCHITECTURES: dict[str, dict] = {
-    "b32": {
-        "hub_id": "openai/clip-vit-base-patch32",
-        "projection_dim": 512,
-        "text_config": {
-            "vocab_size": 49408,
-            "hidden_size": 512,
-            "intermediate_size": 2048,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 8,
-            "max_position_embeddings": 77,
-        },
-        "vision_config": {
-            "hidden_size": 768,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "image_size": 224,
-            "patch_size": 32,
-        },
-    },
-    "l14": {
-        "hub_id": "openai/clip-vit-large-patch14",
-        "projection_dim": 768,
-        "text_config": {
-            "vocab_size": 49408,
-            "hidden_size": 768,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "max_position_embeddings": 77,
-        },
-        "vision_config": {
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "image_size": 224,
-            "patch_size": 14,
-        },
-    },
-}
+from clip_shapes import ARCHITECTURES, clip_config  # noqa: E402  (benchmarks/, on sys.path when run)
+
 PATHS = ("baseline", "copy", "write", "streaming", "naive")
 # Runs the measured child from a fresh small interpreter: ru_maxrss survives fork + exec, so a child forked
 # straight from this (large) process would report this process's peak instead of its own.
 LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 SCALE = 0.5
 MIB = 2**20
-
-
-def clip_config(model: str) -> CLIPConfig:
-    """A CLIPConfig with the published numbers of ``model`` (``b32`` or ``l14``)."""
-    spec = ARCHITECTURES[model]
-    text = {**spec["text_config"], "hidden_act": "quick_gelu"}
-    vision = {**spec["vision_config"], "hidden_act": "quick_gelu"}
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=spec["projection_dim"])
 
 
 def build_pair(config: CLIPConfig, base: Path, finetuned: Path, max_shard_size: str, seed: int = 0) -> None:

@@ -293,6 +293,8 @@ def _fake_result() -> SimpleNamespace:
         after=metrics,
         ca_retention=1.0,
         timings={},
+        losses={},
+        warnings=[],
     )
 
 

@@ -223,3 +223,38 @@ def test_images_of_the_wrong_size_are_named():
     )
     with pytest.raises(DataError, match="24x24 px but the model reads 32x32"):
         unlearner.evaluate(torch.rand(4, 3, 24, 24), torch.zeros(4, dtype=torch.long))
+
+
+def test_the_tiny_model_tools_take_your_task_and_data(tmp_path):
+    from hf_tbar import PretrainConfig, pretrain_clip
+    from hf_tbar.errors import ConfigError
+
+    data = load_task_data(
+        DataArguments(dataset_name=str(write_imagefolder(tmp_path / "shots")), templates=TEMPLATE)
+    )
+    recipe = PretrainConfig(architecture=MICRO, steps=2, batch_size=8, warmup_steps=0)
+    with pytest.raises(ConfigError, match="task=TaskSpec"):
+        pretrain_clip(recipe, tmp_path / "wrong", train=data.train)
+    folder = pretrain_clip(recipe, tmp_path / "mine", train=data.train, task=data.task)
+    unlearner = BackdoorUnlearner(folder, task=data.task)  # its tokenizer knows the user's class words
+    tokenizer = unlearner.processor.tokenizer
+    for name in data.task.classnames:  # whole-word tokens, not the digits' vocabulary
+        assert f"{name}</w>" in tokenizer.convert_ids_to_tokens(tokenizer(TEMPLATE.format(name))["input_ids"])
+
+
+def test_the_readme_python_example_runs(tmp_path, user_model, monkeypatch):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = readme.split("## Python API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    photos = write_imagefolder(tmp_path / "my_photos")
+    substitutions = {
+        '"openai/clip-vit-base-patch32"': repr(str(user_model)),
+        '"./my_photos"': repr(str(photos)),
+        '"cat"': '"blue"',
+        "max_eval_samples=2000)": f"max_eval_samples=2000, templates={TEMPLATE!r})",
+        '"sanitized-clip", result,': f"{str(tmp_path / 'out')!r}, result, force=True,",  # a random model fails the gate
+    }
+    for old, new in substitutions.items():
+        assert old in code, old
+        code = code.replace(old, new)
+    exec(compile(code, "README.md", "exec"), {})
+    assert CLIPModel.from_pretrained(tmp_path / "out") is not None

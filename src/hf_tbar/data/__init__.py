@@ -7,11 +7,13 @@
 | ``sources`` | the registry of data sources (embedded, save_to_disk, imagefolder, parquet/arrow, Hub) |
 | ``task_data`` | :func:`load_task_data`: checked, carved, capped splits + their task; :func:`resolve_target` |
 | ``loader`` | :func:`pixel_loader` / :func:`tensor_loader`: ``(pixels in [0, 1], labels)`` batches, streamed |
+| ``images`` | :class:`ImageSet` (tensors or a dataset, read batch by batch): what the unlearner and evaluation read |
 | ``pixels`` | image <-> pixel-tensor conversions and normalisation |
 """
 
 from .arguments import DataArguments
 from .embedded import EMBEDDED_DATASETS, TaskSpec, load_embedded_dataset
+from .images import DatasetImages, ImageSet, TensorImages, as_image_set
 from .loader import TensorPairs, iter_pixel_batches, load_image_folder, pixel_loader, tensor_loader
 from .pixels import dataset_to_tensors, normalize_pixels, tensors_to_images, validate_pixels
 from .sources import DATA_SOURCES, DataSource, register_data_source, select_data_source
@@ -22,9 +24,13 @@ __all__ = [
     "EMBEDDED_DATASETS",
     "DataArguments",
     "DataSource",
+    "DatasetImages",
+    "ImageSet",
     "TaskData",
     "TaskSpec",
+    "TensorImages",
     "TensorPairs",
+    "as_image_set",
     "dataset_to_tensors",
     "iter_pixel_batches",
     "load_embedded_dataset",

@@ -179,7 +179,9 @@ def backdoored_clip_path(
             dataset["train"], backdoor.trigger(), backdoor.target, backdoor.poison_rate, seed=backdoor.seed
         )
         with tempfile.TemporaryDirectory(prefix="hf_tbar-backdoor-") as scratch:
-            model, processor = load_clip(pretrain_clip(pretrain, Path(scratch) / "model", train=poisoned))
+            model, processor = load_clip(
+                pretrain_clip(pretrain, Path(scratch) / "model", train=poisoned, task=task)
+            )
     else:
         model, processor = load_clip(pretrained_clip_path(pretrain))
         backdoor_clip(model, processor, task, dataset["train"], backdoor)

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from datasets import Dataset
 from torch.utils.data import TensorDataset
 
-from ..data.embedded import load_embedded_dataset
+from ..data.embedded import TaskSpec, load_embedded_dataset
 from ..data.pixels import dataset_to_tensors, normalize_pixels
+from ..errors import ConfigError
 from ..io import cache_dir, recipe_hash
 from ..tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
 from ..zeroshot import class_embeddings, encode_images
@@ -58,24 +59,45 @@ class PretrainConfig:
         return recipe_hash({"kind": "pretrain", "version": 1, **self.to_dict()})
 
 
-def pretrain_clip(config: PretrainConfig, output_dir: str | Path, train: Dataset | None = None) -> Path:
-    """Build a tiny CLIP and teach it zero-shot classification of ``config.dataset`` (both towers trained).
+def pretrain_clip(
+    config: PretrainConfig,
+    output_dir: str | Path,
+    train: Dataset | None = None,
+    task: TaskSpec | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+) -> Path:
+    """Build a tiny CLIP and teach it zero-shot classification (both towers trained), on the embedded
+    ``config.dataset`` or on your own ``train`` rows and ``task``.
 
     The loss is cross-entropy of image embeddings against the prompt-ensembled class embeddings,
     recomputed each step so the text tower learns too. Saves a complete checkpoint at ``output_dir``.
 
     Args:
-        config: The recipe.
+        config: The recipe (``config.architecture.image_size`` is the input side, in pixels).
         output_dir: Where the checkpoint goes (written atomically).
-        train: Training rows to use instead of the embedded train split (e.g. a poisoned copy of it).
+        train: Training rows to use instead of the embedded train split: a poisoned copy of it, or your own
+            image-classification rows (then ``task`` is required).
+        task: The class names and templates of ``train`` (the tokenizer is built from their words).
+        image_column / label_column: The columns of ``train``.
+
+    Raises:
+        ConfigError: ``train`` rows of your own without their ``task``.
     """
-    dataset, task = load_embedded_dataset(
-        config.dataset, image_size=config.architecture.image_size, seed=config.seed
-    )
+    if (train is None) != (task is None):
+        raise ConfigError(
+            "pretrain_clip needs train rows and their task=TaskSpec(...) together (or neither, for the embedded "
+            f"{config.dataset!r}): rows without their task would be trained against another task's prompts"
+        )
+    if train is None:
+        dataset, task = load_embedded_dataset(
+            config.dataset, image_size=config.architecture.image_size, seed=config.seed
+        )
+        train = dataset["train"]
     model, processor = build_tiny_clip(
         config.architecture, [*task.classnames, *task.templates], seed=config.seed
     )
-    pixels, labels = dataset_to_tensors(dataset["train"] if train is None else train, processor)
+    pixels, labels = dataset_to_tensors(train, processor, image_column, label_column)
     tokenizer = processor.tokenizer
 
     def loss_fn(clip, batch):
