@@ -158,7 +158,7 @@ def test_repair_set_keeps_true_labels_of_the_same_draw_and_variants_fit_only_wha
         unlearner.fit_repair_vector(BadNets(), pixels, labels[:3])
 
 
-@pytest.mark.parametrize("name", ["unlearn.yaml", "unlearn_auto.yaml"])
+@pytest.mark.parametrize("name", ["unlearn.yaml", "unlearn_auto.yaml", "your_data.yaml"])
 def test_example_configs_parse_and_bad_trigger_modes_are_named(name):
     from pathlib import Path
 
@@ -167,8 +167,8 @@ def test_example_configs_parse_and_bad_trigger_modes_are_named(name):
 
     example = Path(__file__).resolve().parent.parent / "examples" / name
     args, data_args, config = parse_command("unlearn", ["--config", str(example)])
-    assert config.variant == "repair-preserving" and args.trigger in ("known", "auto")
-    assert data_args.dataset_name == "digits"
+    assert config.variant == "repair-preserving" and args.trigger in ("known", "auto", "badnets")
+    assert data_args.dataset_name == ("./my_photos" if name == "your_data.yaml" else "digits")
     assert parse_command("unlearn", ["--config", str(example), "--mode", "lora"])[2].mode == "lora"
     with pytest.raises(ValueError, match="'sometimes'"):
         UnlearnArguments(trigger="sometimes")
