@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 
 import torch
+from clip_shapes import ARCHITECTURES, clip_config  # benchmarks/clip_shapes.py (on sys.path when run)
 from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel
 
 from hf_tbar.streaming import parse_size, stream_task_arithmetic
-
-from clip_shapes import ARCHITECTURES, clip_config  # noqa: E402  (benchmarks/, on sys.path when run)
 
 PATHS = ("baseline", "copy", "write", "streaming", "naive")
 # Runs the measured child from a fresh small interpreter: ru_maxrss survives fork + exec, so a child forked

@@ -42,7 +42,14 @@ import sys
 import time
 from pathlib import Path
 
-from clip_shapes import ALL_ARCHITECTURES, CLASSNAMES, MIB, build_random_clip, peak_rss_line, write_imagefolder
+from clip_shapes import (
+    ALL_ARCHITECTURES,
+    CLASSNAMES,
+    MIB,
+    build_random_clip,
+    peak_rss_line,
+    write_imagefolder,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0
@@ -72,8 +79,13 @@ def validation_images(data_dir: Path, cap: int) -> tuple[int, int]:
     return len(labels), sum(1 for label in labels if label != TARGET)
 
 
+def eval_cap(args, model: str) -> int:
+    return args.l14_max_eval_samples if model == "l14" else args.max_eval_samples
+
+
 def run_row(args, model: str, mode: str, model_dir: Path, data_dir: Path, env: dict) -> dict:
-    cap = args.l14_max_eval_samples if model == "l14" else args.max_eval_samples
+    cap = eval_cap(args, model)
+    clean, triggered = validation_images(data_dir, cap)  # also builds the datasets cache before the run
     batch = args.l14_batch_size if model == "l14" and args.l14_batch_size else args.batch_size
     out = args.work_dir / "runs" / f"{model}-{mode}"
     shutil.rmtree(out, ignore_errors=True)
@@ -100,7 +112,6 @@ def run_row(args, model: str, mode: str, model_dir: Path, data_dir: Path, env: d
     report = json.loads((out / "tbar_report.json").read_text())
     timings = report["timings_s"]
     evaluations = report["selection"]["evaluations"]
-    clean, triggered = validation_images(data_dir, cap)
     per_eval = clean + triggered
     known = timings["vector_fit_s"] + timings["scale_search_s"] + timings["verification_s"]
     row = {
@@ -139,7 +150,9 @@ def run_row(args, model: str, mode: str, model_dir: Path, data_dir: Path, env: d
 def verdict(row: dict) -> str:
     parts = []
     if "wall_target_met" in row:
-        parts.append(f"wall < {row['wall_target_s'] / 60:.0f} min: {'yes' if row['wall_target_met'] else 'NO'}")
+        parts.append(
+            f"wall < {row['wall_target_s'] / 60:.0f} min: {'yes' if row['wall_target_met'] else 'NO'}"
+        )
     if "rss_target_met" in row:
         parts.append(f"RSS < 8 GB: {'yes' if row['rss_target_met'] else 'NO'}")
     return "; ".join(parts) or "-"
@@ -164,19 +177,24 @@ def markdown(rows: list[dict]) -> str:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--models", nargs="+", choices=sorted(ALL_ARCHITECTURES), default=["b32"], help="small224: a quick check."
+        "--models",
+        nargs="+",
+        choices=sorted(ALL_ARCHITECTURES),
+        default=["b32"],
+        help="small224: a quick check.",
     )
     parser.add_argument("--modes", nargs="+", choices=["full", "lora"], default=["full", "lora"])
     parser.add_argument("--steps", type=int, default=2, help="Fine-tuning steps.")
     parser.add_argument("--unlearning_set_size", type=int, default=64, help="Triggered images.")
     parser.add_argument("--max_eval_samples", type=int, default=256, help="Validation and test cap (b32).")
     parser.add_argument(
-        "--l14_max_eval_samples", type=int, default=16, help="Validation and test cap of l14 (slower per image)."
+        "--l14_max_eval_samples",
+        type=int,
+        default=16,
+        help="Validation and test cap of l14 (slower per image).",
     )
     parser.add_argument("--batch_size", type=int, default=32, help="Fine-tuning micro-batch.")
-    parser.add_argument(
-        "--l14_batch_size", type=int, default=8, help="Micro-batch of l14 (0: --batch_size)."
-    )
+    parser.add_argument("--l14_batch_size", type=int, default=8, help="Micro-batch of l14 (0: --batch_size).")
     parser.add_argument(
         "--dtype",
         choices=["fp32", "bf16"],

@@ -64,7 +64,9 @@ class Evaluating:
         computed once; each evaluation streams the validation images.
         """
         work = copy.deepcopy(self.model)
-        base = {k: v.detach().clone() for k, v in work.state_dict().items() if k in vector}
+        # The backdoored model is never modified: it is the reference each candidate is rebuilt from, so no
+        # second copy of the weights the vector touches is kept (a model's worth of memory at ViT-L/14).
+        base = {k: v for k, v in self.model.state_dict().items() if k in vector}
 
         def evaluate(scale: float):
             state = work.state_dict()
