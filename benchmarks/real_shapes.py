@@ -16,11 +16,12 @@ holds drawing the unlearning set and copying the model), seconds per evaluated i
 seconds, the rest ("other": imports, model load, zero-shot head, saving), and the child's peak RSS
 (``getrusage(RUSAGE_CHILDREN).ru_maxrss`` of a small launcher interpreter). Checkpoints and images are cached
 under ``--work_dir`` (default ``outputs/benchmarks/real_shapes``); results go to stdout (markdown) and
-``outputs/benchmarks/real_shapes.json`` (rows are merged by model/mode/cap/batch/dtype across runs).
+``outputs/benchmarks/real_shapes.json`` (rows are merged by model/mode/cap/batch/dtype/child env across runs). ``--child_env KEY=VALUE`` sets
+variables of the child, e.g. ``MALLOC_MMAP_THRESHOLD_=131072`` to see how much of the peak is glibc's retention.
 
 Targets on 2 CPU cores: ViT-B/32 end to end < 10 min with 64 triggered images, 2 steps, 256 validation
 images (full and LoRA); ViT-L/14 LoRA peak RSS < 8 GB (8e9 bytes). L/14 is ~15x slower per image than
-B/32, so its validation/test cap defaults to ``--l14_max_eval_samples 16`` and its micro-batch to
+B/32, so its validation/test cap defaults to ``--l14_max_eval_samples 32`` and its micro-batch to
 ``--l14_batch_size 8`` (both stated in the table).
 
     python benchmarks/real_shapes.py --models b32                    # full and LoRA
@@ -119,6 +120,7 @@ def run_row(args, model: str, mode: str, model_dir: Path, data_dir: Path, env: d
         "hub_id": ALL_ARCHITECTURES[model]["hub_id"],
         "mode": mode,
         "dtype": args.dtype,
+        "child_env": " ".join(args.child_env),
         "steps": args.steps,
         "batch_size": batch,
         "unlearning_set_size": args.unlearning_set_size,
@@ -160,13 +162,13 @@ def verdict(row: dict) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | mode | dtype | val/test cap | batch | steps | wall s | s/step | s/image (search) "
+        "| model | mode | dtype / env | val/test cap | batch | steps | wall s | s/step | s/image (search) "
         "| scale search s (evals) | verification s | other s | peak RSS MiB | targets |",
         "|" + "---|" * 14,
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['mode']} | {r['dtype']} | {r['max_eval_samples']} | {r['batch_size']} "
+            f"| {r['model']} | {r['mode']} | {' '.join([r['dtype'], r.get('child_env', '')]).strip()} | {r['max_eval_samples']} | {r['batch_size']} "
             f"| {r['steps']} | {r['wall_s']:.0f} | {r['s_per_step']:.1f} | {r['s_per_image']:.3f} "
             f"| {r['scale_search_s']:.0f} ({r['evaluations']}) | {r['verification_s']:.0f} | {r['other_s']:.0f} "
             f"| {r['peak_rss_mib']:.0f} | {verdict(r)} |"
@@ -190,7 +192,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--l14_max_eval_samples",
         type=int,
-        default=16,
+        default=32,
         help="Validation and test cap of l14 (slower per image).",
     )
     parser.add_argument("--batch_size", type=int, default=32, help="Fine-tuning micro-batch.")
@@ -200,6 +202,13 @@ def make_parser() -> argparse.ArgumentParser:
         choices=["fp32", "bf16"],
         default="fp32",
         help="bf16: pass --mixed_precision bf16 (for a GPU run; fine-tuning only).",
+    )
+    parser.add_argument(
+        "--child_env",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra environment of the hf-tbar child, e.g. MALLOC_MMAP_THRESHOLD_=131072 (recorded per row).",
     )
     parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs/benchmarks/real_shapes")
     parser.add_argument("--json", type=Path, default=ROOT / "outputs/benchmarks/real_shapes.json")
@@ -212,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.work_dir / "hf-datasets-cache"
     os.environ["HF_DATASETS_CACHE"] = str(cache)  # before datasets is imported, here and in the children
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    for pair in args.child_env:
+        key, _, value = pair.partition("=")
+        env[key] = value
     eval_images = max(args.max_eval_samples, args.l14_max_eval_samples)
     splits = {"train": max(200, 2 * args.unlearning_set_size), "validation": eval_images, "test": eval_images}
     data_dir = write_imagefolder(args.work_dir / f"images224-{eval_images}", splits, size=224)
@@ -228,9 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['model']} {r['mode']}: {verdict(r)}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(args.json.read_text()) if args.json.is_file() else []
-    key = ("model", "mode", "max_eval_samples", "batch_size", "dtype")
+    key = ("model", "mode", "max_eval_samples", "batch_size", "dtype", "child_env")
     fresh = {tuple(r[k] for k in key) for r in rows}
-    merged = [r for r in previous if tuple(r.get(k) for k in key) not in fresh] + rows
+    merged = [r for r in previous if tuple(r.get(k, "") for k in key) not in fresh] + rows
     args.json.write_text(json.dumps(merged, indent=2))
     print(f"rows in {args.json}")
     return 0

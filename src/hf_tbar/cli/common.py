@@ -110,7 +110,9 @@ class UnlearnArguments:
     max_scale: float = field(default=3.0, metadata={"help": "Largest negation scale searched."})
     force: bool = field(
         default=False,
-        metadata={"help": "Save even if the verified ASR > 10% or CA retention < 90% (the card then warns)."},
+        metadata={
+            "help": "Save even if the verified ASR > 10%% or CA retention < 90%% (the card then warns)."
+        },
     )
 
     def __post_init__(self) -> None:
