@@ -11,7 +11,8 @@ import argparse
 import logging
 import time
 
-from hf_tbar import TRIGGERS, BackdoorUnlearner, embedded_scenario
+from hf_tbar import BackdoorUnlearner, embedded_scenario
+from hf_tbar.attacks import TRIGGERS
 from hf_tbar.training.backdoor import BackdoorConfig
 
 

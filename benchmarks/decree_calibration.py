@@ -19,8 +19,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import HfArgumentParser
 
-from hf_tbar import BackdoorUnlearner, PretrainConfig, embedded_scenario
+from hf_tbar import BackdoorUnlearner, embedded_scenario
 from hf_tbar.detection import DecreeConfig, invert_trigger
+from hf_tbar.training.pretrain import PretrainConfig
 
 
 @dataclass

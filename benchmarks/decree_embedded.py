@@ -18,15 +18,10 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from hf_tbar import (
-    VARIANTS,
-    BackdoorUnlearner,
-    NoBackdoorDetectedError,
-    ScaleSearchConfig,
-    TBARConfig,
-    embedded_scenario,
-)
+from hf_tbar import BackdoorUnlearner, ScaleSearchConfig, TBARConfig, embedded_scenario
 from hf_tbar.detection import DecreeConfig
+from hf_tbar.results import NoBackdoorDetectedError
+from hf_tbar.variants import VARIANTS
 
 
 @dataclass

@@ -25,7 +25,7 @@ B/32, so its validation/test cap defaults to ``--l14_max_eval_samples 32`` and i
 ``--l14_batch_size 8`` (both stated in the table).
 
     python benchmarks/real_shapes.py --models b32                    # full and LoRA
-    python benchmarks/real_shapes.py --models l14 --modes lora
+    python benchmarks/real_shapes.py --models l14 --modes lora --gradient_checkpointing
     python benchmarks/real_shapes.py --models b32 l14 --dtype bf16   # on a GPU: fine-tuning in bf16
 
 ``--dtype bf16`` passes ``--mixed_precision bf16`` (Accelerate autocast of the trigger fine-tuning only;
@@ -97,6 +97,8 @@ def run_row(args, model: str, mode: str, model_dir: Path, data_dir: Path, env: d
     command += ["--ca_threshold", "0.01", "--target_threshold", "0.01", "--force", "--output_dir", str(out)]
     if args.dtype == "bf16":
         command += ["--mixed_precision", "bf16"]
+    if args.gradient_checkpointing:
+        command += ["--gradient_checkpointing"]
     log = args.work_dir / "runs" / f"{model}-{mode}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"running {model} {mode} (cap {cap}, batch {batch}); log: {log}", flush=True)
@@ -121,6 +123,7 @@ def run_row(args, model: str, mode: str, model_dir: Path, data_dir: Path, env: d
         "mode": mode,
         "dtype": args.dtype,
         "child_env": " ".join(args.child_env),
+        "gradient_checkpointing": args.gradient_checkpointing,
         "steps": args.steps,
         "batch_size": batch,
         "unlearning_set_size": args.unlearning_set_size,
@@ -160,6 +163,12 @@ def verdict(row: dict) -> str:
     return "; ".join(parts) or "-"
 
 
+def setting(row: dict) -> str:
+    """The dtype, checkpointing and extra environment of a row."""
+    ckpt = "grad-ckpt" if row.get("gradient_checkpointing") else ""
+    return " ".join(part for part in (row["dtype"], ckpt, row.get("child_env", "")) if part)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| model | mode | dtype / env | val/test cap | batch | steps | wall s | s/step | s/image (search) "
@@ -168,7 +177,7 @@ def markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['mode']} | {' '.join([r['dtype'], r.get('child_env', '')]).strip()} | {r['max_eval_samples']} | {r['batch_size']} "
+            f"| {r['model']} | {r['mode']} | {setting(r)} | {r['max_eval_samples']} | {r['batch_size']} "
             f"| {r['steps']} | {r['wall_s']:.0f} | {r['s_per_step']:.1f} | {r['s_per_image']:.3f} "
             f"| {r['scale_search_s']:.0f} ({r['evaluations']}) | {r['verification_s']:.0f} | {r['other_s']:.0f} "
             f"| {r['peak_rss_mib']:.0f} | {verdict(r)} |"
@@ -202,6 +211,11 @@ def make_parser() -> argparse.ArgumentParser:
         choices=["fp32", "bf16"],
         default="fp32",
         help="bf16: pass --mixed_precision bf16 (for a GPU run; fine-tuning only).",
+    )
+    parser.add_argument(
+        "--gradient_checkpointing",
+        action="store_true",
+        help="Pass --gradient_checkpointing (activation recomputation in the trigger fine-tuning).",
     )
     parser.add_argument(
         "--child_env",
@@ -240,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['model']} {r['mode']}: {verdict(r)}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(args.json.read_text()) if args.json.is_file() else []
-    key = ("model", "mode", "max_eval_samples", "batch_size", "dtype", "child_env")
+    key = ("model", "mode", "max_eval_samples", "batch_size", "dtype", "child_env", "gradient_checkpointing")
     fresh = {tuple(r[k] for k in key) for r in rows}
     merged = [r for r in previous if tuple(r.get(k, "") for k in key) not in fresh] + rows
     args.json.write_text(json.dumps(merged, indent=2))

@@ -17,9 +17,11 @@ import time
 import torch
 from torch.utils.data import TensorDataset
 
-from hf_tbar import TRIGGERS, VARIANTS, BackdoorUnlearner, ScaleSearchConfig, TBARConfig, embedded_scenario
+from hf_tbar import BackdoorUnlearner, ScaleSearchConfig, TBARConfig, embedded_scenario
+from hf_tbar.attacks import TRIGGERS
 from hf_tbar.training.backdoor import classification_loss, vision_parameters
 from hf_tbar.training.loop import run_training
+from hf_tbar.variants import VARIANTS
 
 
 def clean_finetune(

@@ -11,6 +11,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens there: a stray request fails fast
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import datasets  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -18,6 +19,15 @@ from helpers import MICRO  # noqa: E402
 from hf_tbar.tiny_clip import build_tiny_clip  # noqa: E402
 
 CORPUS = ["zero", "one", "two", "a photo of {}.", "the number {}."]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def datasets_cache(tmp_path_factory):
+    """Keep the Arrow files ``load_dataset`` writes out of the user's cache."""
+    saved = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = str(tmp_path_factory.mktemp("hf-datasets-cache"))
+    yield
+    datasets.config.HF_DATASETS_CACHE = saved
 
 
 @pytest.fixture

@@ -4,10 +4,11 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from hf_tbar.tiny_clip import TinyCLIPConfig
 
@@ -21,6 +22,17 @@ MICRO = TinyCLIPConfig(
     text_heads=2,
     projection_dim=16,
 )
+
+
+def write_imagefolder(
+    root: Path, classes: tuple[str, ...] | list[str], per_class: int, image: Callable[[str, int], Image.Image]
+) -> Path:
+    """An ``imagefolder`` layout: one folder per class of ``per_class`` PNG files ``image(class, index)``."""
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            image(name, index).save(root / name / f"{name}_{index}.png")
+    return root
 
 
 def read_only_folder(tmp_path: Path) -> Path:

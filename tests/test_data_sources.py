@@ -11,7 +11,6 @@ import math
 from collections import Counter
 from pathlib import Path
 
-import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +18,7 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from helpers import MICRO
+from helpers import MICRO, write_imagefolder
 from hf_tbar.data import (
     DATA_SOURCES,
     DataArguments,
@@ -64,15 +63,6 @@ def row_ids(dataset: Dataset, column: str = "image") -> list[str]:
     return [Path(c["path"]).name if c["path"] else hashlib.md5(c["bytes"]).hexdigest() for c in cells]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def datasets_cache(tmp_path_factory):
-    """Keep the Arrow files load_dataset writes out of the user's cache."""
-    saved = datasets.config.HF_DATASETS_CACHE
-    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf-datasets-cache")
-    yield
-    datasets.config.HF_DATASETS_CACHE = saved
-
-
 @pytest.fixture(scope="module")
 def processor():
     return build_tiny_clip(MICRO, ["a", "b"])[1]
@@ -82,10 +72,7 @@ def processor():
 def image_folder(tmp_path_factory) -> Path:
     """imagefolder layout: 3 class folders x 6 PNG images of mixed modes (RGB, L, RGBA, P), plus one CMYK JPEG."""
     root = tmp_path_factory.mktemp("data") / "my_pets"
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True)
-        for i in range(6):
-            make_image(colour, i, MODES[i % 4]).save(root / name / f"{name}_{i}.png")
+    write_imagefolder(root, list(COLOURS), 6, lambda name, i: make_image(COLOURS[name], i, MODES[i % 4]))
     make_image(COLOURS["red"], 7).convert("CMYK").save(root / "red" / "red_cmyk.jpg")
     return root
 
@@ -366,3 +353,31 @@ def test_offline_hub_id_and_missing_paths(tmp_path):
     (tmp_path / "notes.md").write_text("no data here")
     with pytest.raises(DataError, match="exists but is not"):
         load_task_data(DataArguments(dataset_name=str(tmp_path)))
+
+
+@pytest.mark.parametrize("name", sorted(DATA_SOURCES))
+def test_every_registered_data_source_keeps_the_contract(name, tmp_path):
+    """Each source reads its own offline example into checked splits and a task; a network-only source
+    fails offline with a DataError that names the dataset."""
+    source = DATA_SOURCES[name]
+    if source.needs_network:
+        args = DataArguments(dataset_name="someone/not-cached-here")
+        assert select_data_source(args) is source
+        with pytest.raises(DataError, match="someone/not-cached-here"):
+            load_task_data(args)
+        return
+    args = source.example(tmp_path)
+    assert select_data_source(args) is source
+    data = load_task_data(args)
+    assert data.provenance["source"] == name and str(tmp_path) not in json.dumps(data.provenance)
+    assert len(data.task.classnames) >= 2 and data.task.templates
+    for split in (data.train, data.validation, data.test):
+        assert len(split) > 0 and {data.image_column, data.label_column} <= set(split.column_names)
+        labels = split[data.label_column]
+        assert min(labels) >= 0 and max(labels) < len(data.task.classnames)
+    assert data.train[0][data.image_column].mode == "RGB"
+
+
+def test_a_data_source_without_an_example_is_refused():
+    with pytest.raises(ConfigError, match="'mine' needs an offline example"):
+        register_data_source("mine", matches=lambda args: False, load=lambda args: None, description="x")

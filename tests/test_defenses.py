@@ -3,14 +3,12 @@ import math
 import pytest
 import torch
 
-from hf_tbar import BadNets, TaskSpec, TBARConfig, make_unlearning_set
+from hf_tbar import BadNets, TaskSpec, TBARConfig
 from hf_tbar.defenses import (
     DEFENSES,
     CleanCLIPConfig,
-    CleanFinetuneConfig,
     DefenseData,
     DefenseResult,
-    TBARDecreeConfig,
     TBARDefenseConfig,
     TSBDConfig,
     caption_pairs,
@@ -27,8 +25,8 @@ from hf_tbar.defenses import (
     two_point_gradient,
     zero_weights,
 )
-from hf_tbar.detection import DecreeConfig
 from hf_tbar.scale_search import ScaleSearchConfig
+from hf_tbar.unlearning_set import make_unlearning_set
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.", "the number {}."))
 
@@ -223,22 +221,15 @@ def _tbar_config(**kwargs) -> dict:
     }
 
 
+#: Every registered defense at its quick config, plus TBAR with a mixed unlearning set.
 MICRO_CONFIGS = {
-    "tbar": lambda: TBARDefenseConfig(**_tbar_config()),
+    **{name: defense.config_class.quick for name, defense in DEFENSES.items()},
     "tbar-mixed": lambda: TBARDefenseConfig(**_tbar_config(clean_share=0.5)),
-    "tbar-decree": lambda: TBARDecreeConfig(
-        **_tbar_config(decree=DecreeConfig(steps=3, batch_size=8), force=True)
-    ),
-    "clean-finetune": lambda: CleanFinetuneConfig(steps=2, batch_size=8, learning_rate=1e-2),
-    "cleanclip": lambda: CleanCLIPConfig(steps=2, batch_size=8, learning_rate=1e-2),
-    "tsbd": lambda: TSBDConfig(
-        steps=2, batch_size=8, learning_rate=1e-2, unlearn_steps=3, unlearn_stop_accuracy=0.0, probe_images=8
-    ),
 }
 
 
 @pytest.mark.parametrize("setting", sorted(MICRO_CONFIGS))
-def test_each_defense_changes_weights_and_leaves_the_input_model_alone(micro_clip, setting):
+def test_every_registered_defense_keeps_the_contract(micro_clip, setting):
     model, processor = micro_clip
     name = setting.removesuffix("-mixed")
     generator = torch.Generator().manual_seed(0)
@@ -276,3 +267,26 @@ def test_each_defense_changes_weights_and_leaves_the_input_model_alone(micro_cli
         assert result.finetune_steps == result.details["unlearn_steps"] + 2
     if setting == "cleanclip":  # both towers are trained
         assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith("text_model."))
+
+
+def test_a_defense_config_without_the_contract_is_refused_at_registration():
+    from dataclasses import dataclass
+
+    from hf_tbar.defenses import register_defense
+
+    @dataclass
+    class Plain:
+        steps: int = 1
+
+    with pytest.raises(TypeError, match="'mine': its config class must be a DefenseConfig"):
+        register_defense("mine", Plain)
+
+
+@pytest.mark.parametrize("name", sorted(DEFENSES))
+def test_every_defense_config_round_trips_through_json(name):
+    import json
+    from dataclasses import asdict
+
+    config = DEFENSES[name].config_class.quick()
+    again = type(config)(**json.loads(json.dumps(asdict(config))))
+    assert again == config

@@ -455,12 +455,18 @@ def test_hub_model_id_rejects_existing_relative_folders(tmp_path, monkeypatch):
 
 
 def test_card_survives_a_sparse_report(tmp_path):
-    report = {"base_model": None, "trigger": None, "before": None, "after": {"clean_accuracy": None}}
+    """Only the required keys: everything else renders as n/a, and the model-index holds CA only."""
+    report = {
+        "target_class": 0,
+        "scale": 1.0,
+        "before": {"clean_accuracy": 0.9},
+        "after": {"clean_accuracy": 0.8},
+    }
     card = build_model_card(report)
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     assert loaded.data.tags == list(CARD_TAGS)
-    assert "eval_results" not in loaded.data.to_dict() and "model-index" not in loaded.data.to_dict()
+    assert {r.metric_type for r in loaded.data.eval_results} == {"accuracy"}
     assert "n/a" in loaded.text and "None" not in loaded.text
 
 
@@ -488,8 +494,10 @@ def test_safety_gate_messages_say_what_failed_and_by_how_much():
     (message,) = check_safety_gate(ca, min_ca_retention=0.90)
     assert message.startswith("CA retention 75.0% (clean accuracy 60.0% after removal, 80.0% before)")
     assert message.endswith("is below the minimum 90.0% by 15.0 points")
-    missing = check_safety_gate({"before": {}, "after": {}})
-    assert len(missing) == 2 and "cannot be checked" in missing[0]
+    missing = check_safety_gate(
+        make_report("a/b", before={"clean_accuracy": 0.0}, after={"attack_success_rate": None})
+    )
+    assert len(missing) == 2 and all("cannot be checked" in message for message in missing)
     with pytest.raises(ValueError, match="max_asr must be a fraction"):
         check_safety_gate(make_report("a/b"), max_asr=1.5)
 

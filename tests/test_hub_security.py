@@ -306,18 +306,18 @@ def test_report_and_card_of_a_local_model_hold_no_path(tiny_checkpoint, tmp_path
     unlearner = BackdoorUnlearner(str(folder), task=TaskSpec(tuple(CLASSNAMES), tuple(TEMPLATES)))
     report = build_report(unlearner, _fake_result(), dataset="digits")
 
-    assert report["base_model"] is None
-    assert report["base_model_source"] == {"kind": "local", "name": "backdoored-badnets"}
+    assert report.base_model is None
+    assert report.to_dict()["base_model_source"] == {"kind": "local", "name": "backdoored-badnets"}
     card = build_model_card(report, repo_id=REPO_ID)
     assert card.data.base_model is None
     assert "a local checkpoint (folder `backdoored-badnets`)" in card.text
-    for text in (json.dumps(report), str(card)):
+    for text in (report.to_json(), str(card)):
         assert str(tmp_path) not in text and str(home) not in text and "/.cache/" not in text
         assert "~/" not in text
 
     # A model object loaded from that folder records the same.
     in_memory = BackdoorUnlearner(unlearner.model, processor=unlearner.processor, task=unlearner.task)
-    assert build_report(in_memory, _fake_result())["base_model_source"]["name"] == "backdoored-badnets"
+    assert build_report(in_memory, _fake_result()).base_model_source.name == "backdoored-badnets"
 
 
 def test_provenance_of_hub_ids_and_old_reports(tmp_path):

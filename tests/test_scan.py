@@ -10,13 +10,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-import datasets
 import pytest
 import torch
 from PIL import Image as PILImage
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from helpers import MICRO
+from helpers import MICRO, write_imagefolder
 from hf_tbar.cli import main, parse_command
 from hf_tbar.cli import scan as scan_cli
 from hf_tbar.data.arguments import DEFAULT_TEMPLATES
@@ -36,26 +35,17 @@ CORPUS = [*COLOURS, *DEFAULT_TEMPLATES]
 FAST = ["--steps", "4", "--batch_size", "4", "--early_stop_patience", "2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def datasets_cache(tmp_path_factory):
-    """Keep the Arrow files load_dataset writes out of the user's cache."""
-    saved = datasets.config.HF_DATASETS_CACHE
-    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf-datasets-cache")
-    yield
-    datasets.config.HF_DATASETS_CACHE = saved
-
-
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory) -> Path:
     """imagefolder layout: 3 class folders x 6 PNG squares (one colour each, a white spot that moves)."""
-    root = tmp_path_factory.mktemp("data") / "colour_squares"
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True)
-        for i in range(6):
-            image = PILImage.new("RGB", (40, 40), colour)
-            image.paste((255, 255, 255), (i * 6, i * 6, i * 6 + 5, i * 6 + 5))
-            image.save(root / name / f"{name}_{i}.png")
-    return root
+    return write_imagefolder(tmp_path_factory.mktemp("data") / "colour_squares", list(COLOURS), 6, square)
+
+
+def square(name: str, index: int) -> PILImage.Image:
+    """One colour, with a white spot that moves with ``index``."""
+    image = PILImage.new("RGB", (40, 40), COLOURS[name])
+    image.paste((255, 255, 255), (index * 6, index * 6, index * 6 + 5, index * 6 + 5))
+    return image
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,52 @@ def test_trigger_finetuning_changes_vision_weights_only_and_leaves_input_untouch
     assert vector.metadata["unlearning_set_size"] == 16 and vector.metadata["trigger"]["name"] == "badnets"
 
 
+def test_working_copy_shares_frozen_tensors_and_copies_only_what_is_trained(micro_clip):
+    from hf_tbar.vector_fitting import working_copy
+
+    model = micro_clip[0]
+    full, lora = working_copy(model), working_copy(model, share_vision=True)
+    same = lambda a, b: a.data_ptr() == b.data_ptr()  # noqa: E731
+    for copy_ in (full, lora):
+        assert copy_ is not model and copy_.vision_model is not model.vision_model
+        assert all(same(a, b) for a, b in zip(copy_.text_model.parameters(), model.text_model.parameters()))
+        assert same(copy_.logit_scale, model.logit_scale)
+    assert not any(
+        same(a, b) for a, b in zip(full.vision_model.parameters(), model.vision_model.parameters())
+    )
+    assert all(same(a, b) for a, b in zip(lora.vision_model.parameters(), model.vision_model.parameters()))
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_fine_tuning_gives_back_the_models_grad_flags(micro_clip, mode):
+    model = micro_clip[0]
+    model.text_model.embeddings.token_embedding.weight.requires_grad_(False)
+    flags = {name: param.requires_grad for name, param in model.named_parameters()}
+    _unlearner(micro_clip, mode=mode).fit_trigger_vector(BadNets(), 1, clean_pixels=torch.rand(20, 3, 32, 32))
+    assert {name: param.requires_grad for name, param in model.named_parameters()} == flags
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_gradient_checkpointing_fits_the_same_vector(micro_clip, mode, monkeypatch):
+    from hf_tbar import vector_fitting
+
+    pixels = torch.rand(20, 3, 32, 32)
+    plain = _unlearner(micro_clip, mode=mode).fit_trigger_vector(BadNets(), 1, clean_pixels=pixels)
+    trained, enable = [], vector_fitting.enable_checkpointing
+    monkeypatch.setattr(vector_fitting, "enable_checkpointing", lambda m: trained.append(m) or enable(m))
+    unlearner = _unlearner(micro_clip, mode=mode, gradient_checkpointing=True)
+    checkpointed = unlearner.fit_trigger_vector(BadNets(), 1, clean_pixels=pixels)
+    assert all(torch.allclose(plain.vector[k], checkpointed.vector[k], atol=1e-6) for k in plain.keys())
+    assert len(trained) == 1 and trained[0].vision_model.encoder.gradient_checkpointing
+    assert not unlearner.model.vision_model.encoder.gradient_checkpointing
+
+
+def test_release_memory_runs_on_any_c_library():
+    from hf_tbar.memory import release_memory
+
+    assert release_memory() in (True, False)
+
+
 def test_fine_tuning_is_reproducible_for_a_seed(micro_clip):
     pixels = torch.rand(20, 3, 32, 32)
     a = _unlearner(micro_clip).fit_trigger_vector(BadNets(), 1, clean_pixels=pixels)
@@ -103,7 +149,9 @@ def test_push_to_hub_dry_run_writes_the_card_without_network(badnets_scenario, t
 
 
 def test_unknown_trigger_runs_decree_then_tbar_or_refuses_when_not_flagged(micro_clip):
-    from hf_tbar import DecreeConfig, InvertedTrigger, NoBackdoorDetectedError, ScaleSearchConfig
+    from hf_tbar import DecreeConfig, ScaleSearchConfig
+    from hf_tbar.detection import InvertedTrigger
+    from hf_tbar.results import NoBackdoorDetectedError
 
     unlearner = _unlearner(micro_clip, learning_rate=1e-2)
     torch.manual_seed(0)

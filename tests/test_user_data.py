@@ -4,7 +4,6 @@ import io
 import json
 from pathlib import Path
 
-import datasets
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
@@ -13,6 +12,7 @@ from PIL import Image as PILImage
 from transformers import CLIPModel
 
 from helpers import MICRO
+from helpers import write_imagefolder as write_folder
 from hf_tbar import BackdoorUnlearner, BadNets, TaskSpec, TBARConfig
 from hf_tbar.cli import main
 from hf_tbar.data import DataArguments, load_task_data
@@ -27,11 +27,6 @@ TEMPLATE = "a photo of a {}."
 PER_CLASS = 8
 
 
-@pytest.fixture(autouse=True)
-def datasets_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets-cache"))
-
-
 def _image(name: str, index: int) -> PILImage.Image:
     image = PILImage.new("RGB", (40, 40), COLOURS[name])
     image.paste((255 - 20 * index, 128, 20 * index), (index * 3, 5, index * 3 + 10, 15))
@@ -39,11 +34,7 @@ def _image(name: str, index: int) -> PILImage.Image:
 
 
 def write_imagefolder(root: Path) -> Path:
-    for name in CLASSES:
-        (root / name).mkdir(parents=True)
-        for index in range(PER_CLASS):
-            _image(name, index).save(root / name / f"{index}.png")
-    return root
+    return write_folder(root, CLASSES, PER_CLASS, _image)
 
 
 def _rows() -> dict:
@@ -226,8 +217,8 @@ def test_images_of_the_wrong_size_are_named():
 
 
 def test_the_tiny_model_tools_take_your_task_and_data(tmp_path):
-    from hf_tbar import PretrainConfig, pretrain_clip
     from hf_tbar.errors import ConfigError
+    from hf_tbar.training.pretrain import PretrainConfig, pretrain_clip
 
     data = load_task_data(
         DataArguments(dataset_name=str(write_imagefolder(tmp_path / "shots")), templates=TEMPLATE)
@@ -252,6 +243,7 @@ def test_the_readme_python_example_runs(tmp_path, user_model, monkeypatch):
         '"cat"': '"blue"',
         "max_eval_samples=2000)": f"max_eval_samples=2000, templates={TEMPLATE!r})",
         '"sanitized-clip", result,': f"{str(tmp_path / 'out')!r}, result, force=True,",  # a random model fails the gate
+        '"sanitized-clip/tbar_report.json"': repr(str(tmp_path / "out" / "tbar_report.json")),
     }
     for old, new in substitutions.items():
         assert old in code, old

@@ -1,4 +1,4 @@
-"""Load CLIP checkpoints safely: from a local folder or a Hub id, refused with a :class:`ModelLoadError` that
+"""Load CLIP (and other registered image-text family) checkpoints safely: from a local folder or a Hub id, refused with a :class:`ModelLoadError` that
 names the file, tensor, path or id when the checkpoint cannot be used as it is.
 
 A Hub id is first resolved to a snapshot folder holding only the files listed in :data:`CHECKPOINT_FILES`
@@ -20,14 +20,11 @@ from huggingface_hub import constants, is_offline_mode, snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError
-from transformers import AutoTokenizer, CLIPModel, CLIPProcessor
+from transformers import AutoTokenizer, PreTrainedModel
 
-from .errors import ModelLoadError
-
-try:  # transformers >= 5.x: CLIPImageProcessor is the torchvision backend, the PIL one has its own class
-    from transformers import CLIPImageProcessorPil as PILImageProcessor
-except ImportError:  # older releases: CLIPImageProcessor is the PIL processor
-    from transformers import CLIPImageProcessor as PILImageProcessor
+from .errors import InputError, ModelLoadError
+from .models import MODEL_FAMILIES, ModelFamily, get_model_family
+from .models.clip import PILImageProcessor
 
 __all__ = [
     "CHECKPOINT_FILES",
@@ -36,6 +33,7 @@ __all__ = [
     "check_checkpoint_folder",
     "check_finite",
     "load_clip",
+    "load_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,6 +44,7 @@ PROCESSOR_FILES: tuple[str, ...] = (
     "tokenizer_config.json",
     "vocab.json",
     "merges.txt",
+    "spiece.model",
     "special_tokens_map.json",
     "added_tokens.json",
     "preprocessor_config.json",
@@ -59,14 +58,16 @@ CHECKPOINT_FILES: tuple[str, ...] = (
     "model-*-of-*.safetensors",
     *PROCESSOR_FILES,
 )
-#: A CLIP tokenizer needs tokenizer.json, or vocab.json and merges.txt.
-TOKENIZER_FILES: tuple[str, ...] = ("vocab.json", "merges.txt", "tokenizer.json")
 # load_clip keyword arguments that choose what is fetched from the Hub (not passed to from_pretrained).
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
 
 
-def load_clip(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[CLIPModel, CLIPProcessor]:
-    """Load a CLIP model and its processor from a local folder or a Hub id (``openai/clip-vit-base-patch32``).
+def load_model(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[PreTrainedModel, Any]:
+    """Load an image-text model and its processor from a local folder or a Hub id
+    (``openai/clip-vit-base-patch32``, ``google/siglip-base-patch16-224``).
+
+    The family (CLIP, SigLIP, or one registered with :func:`hf_tbar.models.register_model_family`) is chosen
+    by the ``model_type`` of config.json.
 
     ``trust_remote_code`` is never enabled, and only safetensors weights are loaded (a pickle ``.bin`` is
     never read, nor downloaded). The image processor is always the PIL one (no torchvision needed).
@@ -75,7 +76,7 @@ def load_clip(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[CLIPModel
         name_or_path: A local checkpoint folder, or a Hub id (fetched into, or read from, the Hugging Face
             cache).
         **kwargs: ``revision``, ``cache_dir``, ``token``, ``local_files_only`` and ``force_download`` choose
-            what is fetched from the Hub; the others go to ``CLIPModel.from_pretrained``.
+            what is fetched from the Hub; the others go to the family's ``from_pretrained``.
 
     Returns:
         The model (in eval mode) and its processor.
@@ -91,7 +92,7 @@ def load_clip(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[CLIPModel
     hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
     folder, repo_id = _resolve(name_or_path, hub_kwargs)
     try:
-        check_checkpoint_folder(folder)
+        family = check_checkpoint_folder(folder)
     except ModelLoadError as err:
         if repo_id is None:
             raise
@@ -102,18 +103,24 @@ def load_clip(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[CLIPModel
     # Mismatched shapes are reported in the loading info (and refused below, naming the tensor).
     kwargs.setdefault("ignore_mismatched_sizes", True)
     try:
-        model, info = CLIPModel.from_pretrained(str(folder), output_loading_info=True, **kwargs)
+        model, info = family.model_class.from_pretrained(str(folder), output_loading_info=True, **kwargs)
     except (SafetensorError, RuntimeError) as err:  # a truncated or corrupted weights file
-        raise ModelLoadError(f"cannot load the CLIP weights of {name_or_path}: {err}") from err
+        raise ModelLoadError(
+            f"cannot load the {family.display_name} weights of {name_or_path}: {err}"
+        ) from err
     except (OSError, ValueError, TypeError, KeyError) as err:
-        raise ModelLoadError(f"cannot load {name_or_path} as a CLIP model: {err}") from err
+        raise ModelLoadError(f"cannot load {name_or_path} as a {family.model_class.__name__}: {err}") from err
     _check_loading_info(name_or_path, info)
     check_finite(model, name_or_path)
     if repo_id is not None:
         model.name_or_path = model.config.name_or_path = repo_id
-    processor = _load_processor(folder, name_or_path)
+    processor = _load_processor(folder, name_or_path, family)
     model.eval()
     return model, processor
+
+
+#: The name of :func:`load_model` from before model families (it loads every registered family).
+load_clip = load_model
 
 
 def _looks_like_path(name: str) -> bool:
@@ -175,15 +182,17 @@ def _read_json(file: Path) -> Any:
         raise ModelLoadError(f"{file} is not valid JSON: not UTF-8 text at byte {err.start}") from err
 
 
-def check_checkpoint_folder(folder: Path) -> None:
-    """Check that ``folder`` holds a complete CLIP checkpoint, before anything is loaded from it.
+def check_checkpoint_folder(folder: Path) -> ModelFamily:
+    """Check that ``folder`` holds a complete checkpoint of a registered family, before anything is loaded
+    from it; return that family.
 
     Args:
         folder: The checkpoint folder.
 
     Raises:
-        ModelLoadError: config.json missing, not JSON or not CLIP's; no safetensors weights; no tokenizer
-            (tokenizer.json, or vocab.json and merges.txt); no image processor configuration; or any of its
+        ModelLoadError: config.json missing, not JSON or of an unregistered ``model_type``; no safetensors
+            weights; no tokenizer (one of the family's ``tokenizer_files`` sets, e.g. tokenizer.json, or
+            vocab.json and merges.txt); no image processor configuration; or any of its
             JSON files not valid JSON. The message names the folder and the files.
     """
     if not (folder / "config.json").is_file():
@@ -195,15 +204,20 @@ def check_checkpoint_folder(folder: Path) -> None:
     }
     config = documents["config.json"]
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type != "clip":
-        raise ModelLoadError(f"{folder} is not a CLIP checkpoint: config.json has model_type {model_type!r}")
+    try:
+        family = get_model_family(model_type)
+    except InputError:
+        raise ModelLoadError(
+            f"{folder} is not a checkpoint hf_tbar can load: config.json has model_type {model_type!r} "
+            f"(supported: {', '.join(sorted(MODEL_FAMILIES))})"
+        ) from None
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.safetensors.index.json")):
         raise ModelLoadError(f"{folder} has no safetensors weights (pickle .bin checkpoints are not loaded)")
-    missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
-    if "tokenizer.json" in missing and len(missing) > 1:
+    if not any(all((folder / name).is_file() for name in group) for group in family.tokenizer_files):
+        files = sorted({name for group in family.tokenizer_files for name in group})
+        needs = ", or ".join(" and ".join(group) for group in family.tokenizer_files)
         raise ModelLoadError(
-            f"{folder} has no tokenizer: {', '.join(missing)} missing (a CLIP checkpoint needs tokenizer.json, "
-            "or vocab.json and merges.txt)"
+            f"{folder} has no tokenizer: {', '.join(files)} missing (a {model_type} checkpoint needs {needs})"
         )
     processor_config = documents.get("processor_config.json")
     nested = processor_config.get("image_processor") if isinstance(processor_config, dict) else None
@@ -212,6 +226,7 @@ def check_checkpoint_folder(folder: Path) -> None:
             f"{folder} has no image processor configuration: preprocessor_config.json missing (and no "
             "image_processor entry in processor_config.json)"
         )
+    return family
 
 
 def check_finite(model: torch.nn.Module, name_or_path: str | os.PathLike) -> None:
@@ -238,16 +253,16 @@ def check_finite(model: torch.nn.Module, name_or_path: str | os.PathLike) -> Non
         )
 
 
-def _load_processor(folder: Path, name_or_path: str | os.PathLike) -> CLIPProcessor:
-    """The tokenizer and the PIL image processor of a checked checkpoint folder, as a CLIPProcessor."""
+def _load_processor(folder: Path, name_or_path: str | os.PathLike, family: ModelFamily) -> Any:
+    """The tokenizer and the PIL image processor of a checked checkpoint folder, as the family's processor."""
     try:
-        image_processor = PILImageProcessor.from_pretrained(str(folder))
+        image_processor = family.image_processor_class.from_pretrained(str(folder))
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise ModelLoadError(
             f"cannot load the tokenizer or image processor of {name_or_path}: {err}"
         ) from err
-    return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return family.build_processor(image_processor, tokenizer)
 
 
 def _check_loading_info(name_or_path: str | os.PathLike, info: dict) -> None:

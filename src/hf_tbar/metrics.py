@@ -52,13 +52,27 @@ def per_class_accuracy(predictions, labels, num_classes: int) -> list[float]:
     return out
 
 
-def ca_retention(sanitized_ca: float, backdoored_ca: float) -> float:
-    """CA(sanitized) / CA(backdoored)."""
-    if backdoored_ca <= 0:
-        raise ValueError(
-            f"backdoored clean accuracy must be positive to compute a retention, got {backdoored_ca}"
-        )
-    return sanitized_ca / backdoored_ca
+def ca_retention(sanitized_ca: float | None, backdoored_ca: float | None) -> float | None:
+    """CA retention: clean accuracy of the sanitized model divided by the backdoored model's (dimensionless).
+
+    The one place hf_tbar computes it (results, report, card, safety gate, benchmarks).
+
+    Returns:
+        ``sanitized_ca / backdoored_ca``, or ``None`` when it is undefined: the backdoored accuracy is zero
+        (or negative), or either accuracy is missing or not a finite number. The safety gate then says the
+        retention cannot be checked.
+    """
+    sanitized, backdoored = finite(sanitized_ca), finite(backdoored_ca)
+    if sanitized is None or backdoored is None or backdoored <= 0:
+        return None
+    return sanitized / backdoored
+
+
+def finite(value) -> float | None:
+    """``value`` as a float when it is a finite number (not a bool), else ``None`` (missing, NaN, a string...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 METRIC_MODULES = ("attack_success_rate", "clean_accuracy")

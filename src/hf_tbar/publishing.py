@@ -52,6 +52,41 @@ class Publishing:
             **report_fields,
         )
 
+    def save_adapter(
+        self,
+        output_dir: str | os.PathLike,
+        result: UnlearningResult,
+        overwrite: bool = False,
+        force: bool = False,
+        max_asr: float = 0.10,
+        min_ca_retention: float = 0.90,
+        **report_fields,
+    ):
+        """Save the sanitization as a PEFT LoRA adapter for the *backdoored* model (``mode="lora"`` and the
+        ``plain`` variant): ``PeftModel.from_pretrained(backdoored, output_dir)`` gives the sanitized model and
+        ``.unload()`` the backdoored one back. The folder also holds ``tbar_report.json`` and an adapter card
+        (``library_name: peft``, ``base_model``: the backdoored model's Hub id when it came from the Hub).
+
+        Same safety gate, atomic write and errors as :meth:`save_pretrained`; returns the
+        :class:`~hf_tbar.adapter.AdapterInfo` (bytes of the adapter against the full model's).
+
+        Raises:
+            ConfigError: the trigger vector was not fitted as LoRA factors (``mode="full"``, or a variant that
+                combines several vectors).
+        """
+        from .publish_adapter import save_adapter_folder
+
+        return save_adapter_folder(
+            output_dir,
+            self,
+            result,
+            overwrite=overwrite,
+            force=force,
+            max_asr=max_asr,
+            min_ca_retention=min_ca_retention,
+            **report_fields,
+        )
+
     def push_to_hub(
         self,
         repo_id: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import asdict
@@ -10,10 +11,20 @@ from pathlib import Path
 from .data.pixels import image_size_of
 from .hub.provenance import base_model_provenance
 from .io import atomic_output_dir, refuse_overlap, write_json
+from .report_schema import REPORT_FILE, SCHEMA_VERSION, TBARReport
+from .scale_search import SweepPoint
 
 logger = logging.getLogger(__name__)
 
-REPORT_FILE = "tbar_report.json"
+__all__ = [
+    "CARD_FILE",
+    "PLOT_FILE",
+    "REPORT_FILE",
+    "TBARReport",
+    "build_report",
+    "plot_sweep",
+    "save_sanitized",
+]
 PLOT_FILE = "tbar_scale_sweep.png"
 CARD_FILE = "README.md"
 
@@ -36,8 +47,13 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def build_report(unlearner, result, **extra) -> dict:
-    """The JSON report of a TBAR run (schema documented in the README).
+def build_report(unlearner, result, **extra) -> TBARReport:
+    """The :class:`~hf_tbar.report_schema.TBARReport` of a TBAR run.
+
+    ``extra`` holds further top-level keys (``dataset``, ``dataset_config``, ``data``, or any other, kept in
+    ``TBARReport.extra``); ``selection_split`` and ``evaluation_split`` name the splits used. Values are
+    normalised as ``tbar_report.json`` stores them (tuples as lists, paths as strings), so the report equals
+    the one read back from its file.
 
     The base model is recorded without local paths: ``base_model`` is its Hub id, or ``None`` when it was
     not loaded from the Hub, and ``base_model_source`` is ``{"kind": "hub" | "local" | "in-memory", "name":
@@ -51,10 +67,12 @@ def build_report(unlearner, result, **extra) -> dict:
         trigger_source = "found"  # poisoned images found as they are: no trigger object
     else:
         trigger_source = "decree" if result.detection is not None else "known"
-    return {
+    payload = {
+        "schema_version": SCHEMA_VERSION,
         "hf_tbar_version": package_versions()["hf_tbar"],
         "base_model": base_model,
         "base_model_source": base_model_source,
+        "model_type": unlearner.family.model_type,
         "task": unlearner.task.to_dict(),
         "target_class": result.target,
         "trigger": trigger.public_dict() if trigger is not None else None,
@@ -89,31 +107,31 @@ def build_report(unlearner, result, **extra) -> dict:
         "evaluation_split": extra.pop("evaluation_split", "test"),
         "before": result.before.to_dict(),
         "after": result.after.to_dict(),
-        "ca_retention": result.ca_retention,
         "timings_s": result.timings,
         "finetuning_losses": result.losses,
         "warnings": result.warnings,
         "versions": package_versions(),
         **extra,
     }
+    return TBARReport.from_dict(json.loads(json.dumps(payload, default=str)), source="the new report")
 
 
 def plot_sweep(
-    sweep: list[dict], scale: float, path: str | os.PathLike, title: str = "TBAR scale sweep"
+    sweep: list[SweepPoint], scale: float, path: str | os.PathLike, title: str = "TBAR scale sweep"
 ) -> Path:
-    """Plot CA, ASR and target-class accuracy (validation) against the negation scale; mark the chosen one."""
+    """Plot CA, ASR and target-class accuracy (validation, %) against the negation scale; mark the chosen one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = sorted(sweep, key=lambda p: p["scale"])
-    xs = [p["scale"] for p in points]
+    points = sorted(sweep, key=lambda p: p.scale)
+    xs = [p.scale for p in points]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(xs, [100 * p["clean_accuracy"] for p in points], "o-", label="clean accuracy")
-    ax.plot(xs, [100 * p["attack_success_rate"] for p in points], "s-", label="attack success rate")
-    if all(p.get("target_class_accuracy") is not None for p in points):
-        ax.plot(xs, [100 * p["target_class_accuracy"] for p in points], "^--", label="target-class accuracy")
+    ax.plot(xs, [100 * p.clean_accuracy for p in points], "o-", label="clean accuracy")
+    ax.plot(xs, [100 * p.attack_success_rate for p in points], "s-", label="attack success rate")
+    if all(p.target_class_accuracy is not None for p in points):
+        ax.plot(xs, [100 * p.target_class_accuracy for p in points], "^--", label="target-class accuracy")
     ax.axvline(scale, color="grey", linestyle=":", label=f"chosen scale {scale:.2f}")
     ax.set_xlabel("scale alpha  (theta_b - alpha * tau)")
     ax.set_ylabel("% (validation)")
@@ -124,6 +142,21 @@ def plot_sweep(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def gated_report(unlearner, result, force: bool, max_asr: float, min_ca_retention: float, **extra):
+    """The run's report and the safety-gate failures it shows, refused unless ``force``.
+
+    Raises:
+        SafetyGateError: the gate fails and ``force`` is False.
+    """
+    from .hub.gate import SafetyGateError, check_safety_gate
+
+    report = build_report(unlearner, result, **extra)
+    failures = check_safety_gate(report, max_asr, min_ca_retention)
+    if failures and not force:
+        raise SafetyGateError(failures, action="save")
+    return report, failures
 
 
 def save_sanitized(
@@ -147,19 +180,15 @@ def save_sanitized(
         OutputExistsError: ``output_dir`` holds files and ``overwrite`` is False.
     """
     from .hub.card import build_model_card
-    from .hub.gate import SafetyGateError, check_safety_gate
 
     refuse_overlap(output_dir, [unlearner.source])
-    report = build_report(unlearner, result, **extra)
-    failures = check_safety_gate(report, max_asr, min_ca_retention)
-    if failures and not force:
-        raise SafetyGateError(failures, action="save")
+    report, failures = gated_report(unlearner, result, force, max_asr, min_ca_retention, **extra)
     card = build_model_card(report, forced=bool(failures), gate_failures=failures, plot_path=PLOT_FILE)
     with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
         result.model.save_pretrained(tmp, safe_serialization=True)
         unlearner.processor.save_pretrained(tmp)
-        write_json(tmp / REPORT_FILE, report)
-        plot_sweep(report["sweep"], report["scale"], tmp / PLOT_FILE)
+        write_json(tmp / REPORT_FILE, report.to_dict())
+        plot_sweep(report.sweep, report.scale, tmp / PLOT_FILE)
         card.save(tmp / CARD_FILE)
     logger.info("sanitized model written to %s", output_dir)
     return Path(output_dir)

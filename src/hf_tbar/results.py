@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from transformers import CLIPModel
@@ -72,17 +71,16 @@ class UnlearningResult:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def ca_retention(self) -> float:
-        """CA after / CA before on the verification split (NaN when the backdoored CA is 0)."""
-        if not self.before.clean_accuracy:
-            return math.nan
+    def ca_retention(self) -> float | None:
+        """CA after / CA before on the verification split (:func:`hf_tbar.metrics.ca_retention`: ``None`` when
+        the backdoored CA is 0)."""
         return ca_retention(self.after.clean_accuracy, self.before.clean_accuracy)
 
 
 def run_warnings(result: UnlearningResult, max_scale: float) -> list[str]:
     """What looks wrong in a finished run: a fine-tuning loss that did not fall, a scale at the search's bound
     ``max_scale``, and a verified ASR or CA retention that misses the publication gate's defaults."""
-    from .hub.gate import check_safety_gate
+    from .hub.gate import gate_failures
     from .vector_fitting import loss_did_not_fall
 
     messages = [
@@ -95,4 +93,4 @@ def run_warnings(result: UnlearningResult, max_scale: float) -> list[str]:
             f"the chosen scale {result.selection.scale:.2f} is the search's bound (max_scale {max_scale}): the "
             "vector may be too weak (raise learning_rate, steps or max_scale)"
         )
-    return messages + check_safety_gate({"before": result.before.to_dict(), "after": result.after.to_dict()})
+    return messages + gate_failures(result.before, result.after)

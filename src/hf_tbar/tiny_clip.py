@@ -51,6 +51,11 @@ class TinyCLIPConfig:
             raise ValueError("vision_width / text_width must be divisible by their numbers of heads")
 
     def to_clip_config(self, vocab_size: int, bos_token_id: int, eos_token_id: int) -> CLIPConfig:
+        text, vision = self.tower_configs(vocab_size, bos_token_id, eos_token_id)
+        return CLIPConfig(text_config=text, vision_config=vision, projection_dim=self.projection_dim)
+
+    def tower_configs(self, vocab_size: int, bos_token_id: int, eos_token_id: int) -> tuple[dict, dict]:
+        """The text and vision tower sizes as transformers config keyword arguments (any family's)."""
         text = dict(
             vocab_size=vocab_size,
             hidden_size=self.text_width,
@@ -70,7 +75,7 @@ class TinyCLIPConfig:
             num_hidden_layers=self.vision_layers,
             num_attention_heads=self.vision_heads,
         )
-        return CLIPConfig(text_config=text, vision_config=vision, projection_dim=self.projection_dim)
+        return text, vision
 
 
 def build_tiny_clip(

@@ -17,7 +17,7 @@ import os
 import time
 
 import torch
-from transformers import CLIPModel
+from transformers import PreTrainedModel
 
 from .attacks.base import Trigger
 from .config import TBARConfig
@@ -29,6 +29,7 @@ from .detection import DecreeConfig
 from .errors import ConfigError, DataError, ModelLoadError
 from .evaluating import Evaluating
 from .io import refuse_overlap
+from .models import ModelFamily, family_of
 from .publishing import Publishing
 from .results import Detection, NoBackdoorDetectedError, UnlearningResult, run_warnings
 from .scale_search import ScaleSearchConfig
@@ -80,7 +81,7 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing):
 
     def __init__(
         self,
-        model: CLIPModel | str | os.PathLike,
+        model: PreTrainedModel | str | os.PathLike,
         processor=None,
         task: TaskSpec | None = None,
         config: TBARConfig | None = None,
@@ -92,19 +93,23 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing):
             self.source = str(model)
             model, loaded_processor = load_clip(model)
             processor = processor or loaded_processor
-        if not isinstance(model, CLIPModel):
-            raise TypeError(f"BackdoorUnlearner needs a transformers CLIPModel, got {type(model).__name__}")
+        try:
+            self.family: ModelFamily = family_of(model)
+        except TypeError:
+            raise TypeError(
+                f"BackdoorUnlearner needs a transformers CLIPModel or SiglipModel, got {type(model).__name__}"
+            ) from None
         if not hasattr(self, "source"):
             self.source = getattr(model, "name_or_path", "") or "in-memory"
         if processor is None:
             raise ConfigError(
-                "a CLIPProcessor is needed (pass processor=..., or a checkpoint path that includes one)"
+                "the model's processor is needed (pass processor=..., or a checkpoint path that includes one)"
             )
         if task is None:
             raise ConfigError(
                 "the zero-shot task (class names and templates) is needed: pass task=TaskSpec(...)"
             )
-        side = int(model.config.vision_config.image_size)
+        side = self.family.image_size(model)
         self.image_size = image_size_of(processor)
         if self.image_size != (side, side):
             raise ModelLoadError(
@@ -135,7 +140,7 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing):
         """The class index of ``target``: an index, or a class name of the task (``"banana"``)."""
         return resolve_target(self.task, target)
 
-    def apply(self, vector: TaskVector, scale: float) -> CLIPModel:
+    def apply(self, vector: TaskVector, scale: float) -> PreTrainedModel:
         """``theta_b - scale * vector`` as a new model (the backdoored model is left untouched)."""
         return vector.apply_to(self.model, -scale)
 

@@ -13,11 +13,15 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from torch.utils.data import TensorDataset
+from transformers import PreTrainedModel
 
+from .adapter import low_rank_of
 from .attacks.base import Trigger
 from .data.images import ImageSet, as_image_set
 from .data.pixels import validate_labels, validate_pixels
 from .errors import DataError
+from .memory import release_memory
+from .models import family_of
 from .task_vector import TaskVector
 from .training.backdoor import classification_loss, vision_parameters
 from .training.loop import run_training
@@ -36,6 +40,27 @@ def loss_did_not_fall(losses: list[float], share: float = 0.9) -> bool:
     return tail > share * head
 
 
+def working_copy(model: PreTrainedModel, share_vision: bool = False) -> PreTrainedModel:
+    """A copy of ``model`` to fine-tune whose frozen tensors are *shared* with ``model``, not copied.
+
+    The text tower (and the logit scale) are never trained by TBAR, so the copy reuses them; with
+    ``share_vision`` (LoRA, whose base weights stay frozen) the vision tower's tensors are shared as well and
+    the copy costs only its module objects. Its trainable tensors must be chosen after the call.
+    """
+    trained = set() if share_vision else {id(param) for param in family_of(model).vision_parameters(model)}
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()] if id(t) not in trained}
+    return copy.deepcopy(model, memo)
+
+
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Turn on activation (gradient) checkpointing, non-reentrant so frozen inputs (LoRA) still work."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class VectorFitting:
     """The trigger, target-class and repair vectors of TBAR (mixin of ``BackdoorUnlearner``)."""
 
@@ -46,11 +71,40 @@ class VectorFitting:
         fall, since the vector then hardly holds the trigger (raise ``learning_rate`` or ``steps``).
         """
         cfg = self.config
-        work = copy.deepcopy(self.model)
+        frozen = {name: param.requires_grad for name, param in self.model.named_parameters()}
+        try:
+            losses, vector = self._train_copy(pixels, labels, desc)
+        finally:  # the copy shares frozen tensors with self.model: give them back their flags
+            for name, param in self.model.named_parameters():
+                param.requires_grad_(frozen[name])
+            release_memory()
+        self.fit_losses[desc] = [float(loss) for loss in losses]
+        if loss_did_not_fall(losses):
+            logger.warning(
+                "%s: the loss did not fall (%.3f -> %.3f over %d steps): the vector may not hold what it "
+                "should; raise learning_rate (now %g) or steps",
+                desc,
+                losses[0],
+                losses[-1],
+                len(losses),
+                cfg.learning_rate,
+            )
+        vector.metadata["losses"] = [float(loss) for loss in losses]
+        return vector
+
+    def _train_copy(
+        self, pixels: torch.Tensor, labels: torch.Tensor, desc: str
+    ) -> tuple[list[float], TaskVector]:
+        """Train a working copy of the model; only the tensors training changes are copied (all of the vision
+        tower in mode ``full``, none in mode ``lora``, whose base weights stay frozen)."""
+        cfg = self.config
+        work = working_copy(self.model, share_vision=cfg.mode == "lora")
+        if cfg.gradient_checkpointing:
+            enable_checkpointing(work)
         if cfg.mode == "lora":
             for param in work.parameters():
                 param.requires_grad_(False)
-            pattern = r".*vision_model\..*\.(" + "|".join(cfg.lora_target_modules) + r")$"
+            pattern = family_of(work).lora_target_pattern(cfg.lora_target_modules)
             lora = LoraConfig(
                 r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=pattern
             )
@@ -68,23 +122,11 @@ class VectorFitting:
             cfg.finetune_config(),
             desc=desc,
         )
-        self.fit_losses[desc] = [float(loss) for loss in losses]
-        if loss_did_not_fall(losses):
-            logger.warning(
-                "%s: the loss did not fall (%.3f -> %.3f over %d steps): the vector may not hold what it "
-                "should; raise learning_rate (now %g) or steps",
-                desc,
-                losses[0],
-                losses[-1],
-                len(losses),
-                cfg.learning_rate,
-            )
         if cfg.mode == "lora":
             vector = TaskVector.from_peft_model(work, metadata={"mode": "lora"})
-        else:
-            vector = TaskVector.from_models(self.model, work, metadata={"mode": "full"})
-        vector.metadata["losses"] = [float(loss) for loss in losses]
-        return vector
+            vector.low_rank = low_rank_of(work, lora)
+            return losses, vector
+        return losses, TaskVector.from_models(self.model, work, metadata={"mode": "full"})
 
     def fit_trigger_vector(
         self,

@@ -1,50 +1,43 @@
-"""CLIP's zero-shot classifier: class names x prompt templates -> a linear head over image features."""
+"""Zero-shot classification: class names x prompt templates -> a linear head over image features.
+
+Works for every registered model family (CLIP, SigLIP): encoders, prompt padding and logits come from the
+family of the model at hand (:func:`hf_tbar.models.family_of`).
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel
 
 from .data.embedded import TaskSpec
 from .data.pixels import validate_pixels
+from .models import family_of, unwrap_model
 
-
-def unwrap_clip(model: nn.Module) -> CLIPModel:
-    """The :class:`~transformers.CLIPModel` inside a PEFT or Accelerate wrapper (LoRA layers stay active)."""
-    inner = model
-    while not isinstance(inner, CLIPModel):
-        if hasattr(inner, "get_base_model"):
-            inner = inner.get_base_model()
-        elif hasattr(inner, "module"):
-            inner = inner.module
-        else:
-            raise TypeError(f"expected a transformers CLIPModel, got {type(model).__name__}")
-    return inner
+#: Kept for code written before model families: the registered model inside a PEFT/Accelerate wrapper.
+unwrap_clip = unwrap_model
 
 
 def encode_images(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     """L2-normalised image embeddings ``(B, D)`` of *normalised* pixel values ``(B, 3, H, W)``."""
-    clip = unwrap_clip(model)
-    pooled = clip.vision_model(pixel_values=pixel_values).pooler_output
-    return F.normalize(clip.visual_projection(pooled), dim=-1)
+    return family_of(model).encode_images(model, pixel_values)
 
 
-def encode_texts(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """L2-normalised text embeddings ``(N, D)``."""
-    clip = unwrap_clip(model)
-    pooled = clip.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-    return F.normalize(clip.text_projection(pooled), dim=-1)
+def encode_texts(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L2-normalised text embeddings ``(N, D)`` of token ids ``(N, L)``."""
+    return family_of(model).encode_texts(model, input_ids, attention_mask)
 
 
 def class_embeddings(model: nn.Module, tokenizer, task: TaskSpec) -> torch.Tensor:
     """Differentiable zero-shot head ``(C, D)``: per class, the mean of its normalised template
     embeddings, renormalised (CLIP's prompt ensembling)."""
-    clip = unwrap_clip(model)
-    device = clip.text_projection.weight.device
-    tokens = tokenizer(task.prompts(), padding=True, truncation=True, return_tensors="pt").to(device)
-    text = encode_texts(clip, tokens["input_ids"], tokens["attention_mask"])
+    clip = unwrap_model(model)
+    family = family_of(clip)
+    device = next(clip.parameters()).device
+    tokens = family.tokenize(tokenizer, task.prompts()).to(device)
+    text = family.encode_texts(clip, tokens["input_ids"], tokens.get("attention_mask"))
     text = text.view(task.num_classes, len(task.templates), -1).mean(dim=1)
     return F.normalize(text, dim=-1)
 
@@ -52,7 +45,7 @@ def class_embeddings(model: nn.Module, tokenizer, task: TaskSpec) -> torch.Tenso
 @torch.no_grad()
 def build_zero_shot_head(model: nn.Module, tokenizer, task: TaskSpec) -> torch.Tensor:
     """The zero-shot head ``(C, D)`` of a frozen text tower (computed once, reused for every scale)."""
-    clip = unwrap_clip(model)
+    clip = unwrap_model(model)
     was_training = clip.training
     clip.eval()
     head = class_embeddings(clip, tokenizer, task)
@@ -61,13 +54,13 @@ def build_zero_shot_head(model: nn.Module, tokenizer, task: TaskSpec) -> torch.T
 
 
 class ZeroShotClassifier(nn.Module):
-    """Image classifier ``[0, 1]`` pixels -> logits over the task's classes, through CLIP's vision tower.
+    """Image classifier ``[0, 1]`` pixels -> logits over the task's classes, through the vision tower.
 
     The head (text side) is a fixed buffer; only the wrapped model's vision parameters receive
     gradients when trained. Pixels are normalised inside, so triggers can act on raw pixels.
 
     Args:
-        model: A :class:`~transformers.CLIPModel`, possibly wrapped by PEFT.
+        model: A model of a registered family (``CLIPModel``, ``SiglipModel``), possibly wrapped by PEFT.
         head: Zero-shot head ``(C, D)`` from :func:`build_zero_shot_head`.
         image_mean: Per-channel mean of the image processor.
         image_std: Per-channel std of the image processor.
@@ -91,9 +84,9 @@ class ZeroShotClassifier(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         validate_pixels(pixels, "pixels", check_values=False)
-        features = encode_images(self.model, (pixels - self.mean) / self.std)
-        scale = unwrap_clip(self.model).logit_scale.exp().detach()
-        return scale * features @ self.head.to(features.dtype).T
+        family = family_of(self.model)
+        features = family.encode_images(self.model, (pixels - self.mean) / self.std)
+        return family.logits(self.model, features, self.head)
 
     @torch.no_grad()
     def predict(self, pixels: torch.Tensor, batch_size: int = 512) -> torch.Tensor:

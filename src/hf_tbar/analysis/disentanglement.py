@@ -22,12 +22,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..models import family_of
 from ..task_vector import TaskVector
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 logger = logging.getLogger(__name__)
-
-_TEXT_PREFIXES = ("text_model.", "text_projection.", "logit_scale")
 
 
 def disentanglement_from_predictions(
@@ -123,7 +122,7 @@ def disentanglement_error(
     state = work.state_dict()
     base = {k: state[k].detach().clone() for k in keys}
     text_changes = any(
-        k.startswith(_TEXT_PREFIXES) and bool(vector.vector[k].any())
+        k.startswith(family_of(model).text_prefixes) and bool(vector.vector[k].any())
         for vector in (clean_vector, trigger_vector)
         for k in vector.keys()
     )
@@ -149,7 +148,7 @@ def disentanglement_error(
         return cache[(a_c, a_t)]
 
     points = [(a_c, a_t) for a_c in clean_scales for a_t in trigger_scales]
-    for a_c, a_t in tqdm(points, desc="disentanglement grid", leave=False):
+    for a_c, a_t in tqdm(points, desc="disentanglement grid", leave=False, disable=None):
         predict(a_c, a_t)
     clean_alone = torch.stack([predict(a_c, 0.0)[0] for a_c in clean_scales])
     trigger_alone = torch.stack([predict(0.0, a_t)[1] for a_t in trigger_scales])

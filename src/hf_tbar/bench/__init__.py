@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .arguments import DEFAULT_ATTACKS, DEFAULT_DEFENSES, BenchArguments
 from .harness import (
-    BENCH_CONFIGS,
-    BenchArguments,
     BenchRow,
     BenchRun,
     benchmark_attack,
@@ -43,7 +42,8 @@ def write_outputs(rows: list[BenchRow], output_dir: str | os.PathLike, note: str
 
 
 __all__ = [
-    "BENCH_CONFIGS",
+    "DEFAULT_ATTACKS",
+    "DEFAULT_DEFENSES",
     "PLOT_FILE",
     "RESULTS_FILE",
     "SUMMARY_CSV",

@@ -14,120 +14,27 @@ the defense's own (data draw and training randomness).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from ..attacks.base import TRIGGERS
-from ..config import TBARConfig
-from ..defenses import (
-    CleanCLIPConfig,
-    CleanFinetuneConfig,
-    DefenseData,
-    DefenseResult,
-    TBARDecreeConfig,
-    TBARDefenseConfig,
-    TSBDConfig,
-    get_defense,
-)
-from ..detection import DecreeConfig
+from ..defenses import DefenseData, DefenseResult, TBARDefenseConfig, get_defense
 from ..embedded import EmbeddedScenario, embedded_scenario
-from ..errors import ConfigError
 from ..evaluation import EvalResult, evaluate_model
+from ..metrics import ca_retention
 from ..scale_search import NoFeasibleScaleError
 from ..tiny_clip import load_clip
-from ..variants import VARIANTS
+from .arguments import BenchArguments
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_ATTACKS = ["badnets", "blended", "wanet", "sig"]
-DEFAULT_DEFENSES = ["tbar", "tbar-decree", "clean-finetune", "cleanclip", "tsbd"]
-
-
-@dataclass
-class BenchArguments:
-    """What to compare, how often, and where to write the tables and the plot."""
-
-    attacks: list[str] = field(
-        default_factory=lambda: list(DEFAULT_ATTACKS),
-        metadata={"help": "Attacks (embedded backdoored models)."},
-    )
-    defenses: list[str] = field(
-        default_factory=lambda: list(DEFAULT_DEFENSES), metadata={"help": "Registered defenses to compare."}
-    )
-    seeds: int = field(
-        default=3, metadata={"help": "Seeds per setting (0 .. seeds-1); tables give mean and std."}
-    )
-    target: int = field(default=0, metadata={"help": "The attacks' target class (the backdoors' recipe)."})
-    set_sizes: list[int] = field(
-        default_factory=lambda: [300],
-        metadata={
-            "help": "Ablation: images the defender gets (TBAR's unlearning set, the clean set of the others), "
-            "e.g. 50 100 300 1000; capped at the train split."
-        },
-    )
-    clean_shares: list[float] = field(
-        default_factory=lambda: [0.0],
-        metadata={
-            "help": "Ablation: share of clean (true-label) images in TBAR's unlearning set, e.g. 0 0.25 0.5."
-        },
-    )
-    scales: list[float] = field(
-        default_factory=list,
-        metadata={
-            "help": "Ablation: also score TBAR's vector negated at these fixed scales (scale sensitivity)."
-        },
-    )
-    tbar_variant: str = field(
-        default="plain", metadata={"help": "TBAR variant: plain (the seed paper) or another."}
-    )
-    steps: int | None = field(
-        default=None,
-        metadata={"help": "Override every defense's fine-tuning steps (quick runs); None: defaults."},
-    )
-    decree_steps: int | None = field(
-        default=None, metadata={"help": "Override DECREE's maximum inversion steps; None: its default."}
-    )
-    output_dir: str = field(default="outputs/bench", metadata={"help": "Folder of the tables and the plot."})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.attacks) - set(TRIGGERS))
-        if unknown or not self.attacks:
-            raise ConfigError(f"unknown attack(s) {unknown}; available: {sorted(TRIGGERS)}")
-        if not self.defenses:
-            raise ConfigError("give at least one defense")
-        for name in self.defenses:
-            get_defense(name)  # names the unknown one
-        for name, value, low in (
-            ("seeds", self.seeds, 1),
-            ("target", self.target, 0),
-            ("threads", self.threads, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
-        for name in ("steps", "decree_steps"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a positive int or None, got {value!r}")
-        if not self.set_sizes or any(
-            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.set_sizes
-        ):
-            raise ConfigError(f"set_sizes must be positive ints, got {self.set_sizes!r}")
-        if not self.clean_shares or any(not 0 <= s < 1 for s in self.clean_shares):
-            raise ConfigError(f"clean_shares must lie in [0, 1), got {self.clean_shares!r}")
-        if self.tbar_variant not in VARIANTS:
-            raise ConfigError(f"unknown tbar_variant {self.tbar_variant!r}; available: {sorted(VARIANTS)}")
-        if any(not (math.isfinite(s) and s >= 0) for s in self.scales):
-            raise ConfigError(f"scales must be finite and >= 0, got {self.scales!r}")
 
 
 @dataclass(frozen=True)
 class BenchRun:
-    """One defense run's settings, from which its config is built."""
+    """One defense run's settings, from which its config is built (``config_class.for_run(run)``, see
+    :class:`~hf_tbar.defenses.DefenseConfig`)."""
 
     seed: int
     set_size: int
@@ -135,31 +42,6 @@ class BenchRun:
     steps: int | None
     decree_steps: int | None
     tbar_variant: str
-
-
-def _tbar_config(run: BenchRun) -> TBARConfig:
-    steps = {"steps": run.steps} if run.steps else {}
-    return TBARConfig(seed=run.seed, unlearning_set_size=run.set_size, variant=run.tbar_variant, **steps)
-
-
-def _decree_config(run: BenchRun) -> DecreeConfig:
-    return DecreeConfig(seed=run.seed, **({"steps": run.decree_steps} if run.decree_steps else {}))
-
-
-def _finetune_overrides(run: BenchRun) -> dict[str, int]:
-    return {"seed": run.seed, **({"steps": run.steps} if run.steps else {})}
-
-
-#: How the harness configures each defense for a run; a defense missing here runs with its defaults.
-BENCH_CONFIGS: dict[str, Callable[[BenchRun], Any]] = {
-    "tbar": lambda run: TBARDefenseConfig(tbar=_tbar_config(run), clean_share=run.clean_share),
-    "tbar-decree": lambda run: TBARDecreeConfig(
-        tbar=_tbar_config(run), clean_share=run.clean_share, decree=_decree_config(run)
-    ),
-    "clean-finetune": lambda run: CleanFinetuneConfig(**_finetune_overrides(run)),
-    "cleanclip": lambda run: CleanCLIPConfig(**_finetune_overrides(run)),
-    "tsbd": lambda run: TSBDConfig(**_finetune_overrides(run)),
-}
 
 
 def _takes_clean_share(name: str) -> bool:
@@ -225,9 +107,7 @@ def _row(
         clean_accuracy=scored.clean_accuracy if scored else None,
         attack_success_rate=scored.attack_success_rate if scored else None,
         target_class_accuracy=scored.target_class_accuracy if scored else None,
-        ca_retention=scored.clean_accuracy / before.clean_accuracy
-        if scored and before.clean_accuracy
-        else None,
+        ca_retention=ca_retention(scored.clean_accuracy, before.clean_accuracy) if scored else None,
         clean_images=consumed.get("clean_images_used", 0),
         triggered_images=consumed.get("triggered_images_used", 0),
         validation_images=consumed.get("validation_images_used", 0),
@@ -275,8 +155,7 @@ def benchmark_attack(
                     run = BenchRun(
                         seed, len(labels), share or 0.0, args.steps, args.decree_steps, args.tbar_variant
                     )
-                    builder = BENCH_CONFIGS.get(name)
-                    config = builder(run) if builder else None
+                    config = defense.config_class.for_run(run)
                     logger.info(
                         "%s: %s, seed %d, %d images, clean share %s", attack, name, seed, len(labels), share
                     )

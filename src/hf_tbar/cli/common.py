@@ -51,6 +51,13 @@ class UnlearnArguments:
             "help": "Replace --output_dir if it already holds files (refused otherwise, before any work)."
         },
     )
+    adapter_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also save the sanitization as a PEFT adapter of the backdoored model here (needs --mode "
+            "lora and --variant plain): PeftModel.from_pretrained(backdoored, DIR) is the sanitized model."
+        },
+    )
     attack: str = field(
         default="badnets",
         metadata={
@@ -191,6 +198,13 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
     """Check every output, load the model and the data, run TBAR, save the sanitized folder."""
     inputs = [args.model] if args.model else []
     check_output_dir(args.output_dir, inputs, overwrite=args.overwrite)  # before minutes of work
+    if args.adapter_dir is not None:
+        if config.mode != "lora" or config.variant != "plain":
+            raise ConfigError(
+                f"--adapter_dir needs --mode lora and --variant plain, got --mode {config.mode} "
+                f"--variant {config.variant}"
+            )
+        check_output_dir(args.adapter_dir, inputs + [args.output_dir], overwrite=args.overwrite)
     if config.checkpoint_dir is not None:
         refuse_overlap(config.checkpoint_dir, inputs + [args.output_dir])
     data = load_task_data(data_args)  # the data are checked before any model is loaded or built
@@ -232,17 +246,18 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
     result.data.update(data.provenance)
     state = PartialState()  # after training, so it shares the Accelerator's state
     if state.is_main_process:  # under accelerate launch / torchrun, one process writes the folder
-        unlearner.save_pretrained(
-            args.output_dir,
-            result,
-            overwrite=args.overwrite,
-            force=args.force,
-            dataset=data.provenance["dataset"],
-            dataset_config=data.provenance.get("config"),
-            selection_split=split_label(data, "validation"),
-            evaluation_split=split_label(data, "test"),
-            data=result.data,
-        )
+        fields = {
+            "dataset": data.provenance["dataset"],
+            "dataset_config": data.provenance.get("config"),
+            "selection_split": split_label(data, "validation"),
+            "evaluation_split": split_label(data, "test"),
+            "data": result.data,
+        }
+        options = {"overwrite": args.overwrite, "force": args.force}
+        unlearner.save_pretrained(args.output_dir, result, **options, **fields)
+        if args.adapter_dir is not None:
+            info = unlearner.save_adapter(args.adapter_dir, result, **options, **fields)
+            logger.info("adapter: %d bytes, %.2f%% of the model's", info.adapter_bytes, 100 * info.ratio)
     state.wait_for_everyone()
     return Run(unlearner, result, data, embedded)
 

@@ -62,8 +62,9 @@ def run(demo: DemoArguments) -> int:
             ]
         )
     )
+    retention = "n/a" if result.ca_retention is None else f"{100 * result.ca_retention:.1f}%"
     print(
-        f"\nCA retention {100 * result.ca_retention:.1f}%, unlearning set {result.unlearning_set_size} triggered "
+        f"\nCA retention {retention}, unlearning set {result.unlearning_set_size} triggered "
         f"images, scale chosen on validation in {result.selection.evaluations} evaluations"
     )
     print(

@@ -39,5 +39,6 @@ def run(args: UnlearnArguments, data_args: DataArguments, config: TBARConfig) ->
     if result.trigger is None:
         print("ASR: share of held-out found poisoned images classified as the target.")  # noqa: T201
     print(format_table(rows))  # noqa: T201
-    print(f"CA retention {100 * result.ca_retention:.1f}%; sanitized model in {args.output_dir}")  # noqa: T201
+    retention = "n/a" if result.ca_retention is None else f"{100 * result.ca_retention:.1f}%"
+    print(f"CA retention {retention}; sanitized model in {args.output_dir}")  # noqa: T201
     return 0

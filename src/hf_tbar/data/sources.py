@@ -26,12 +26,12 @@ from pathlib import Path
 
 import datasets
 from datasets import DatasetDict
-from datasets.exceptions import DatasetNotFoundError, DatasetsError
-from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+from datasets.exceptions import DatasetsError
 
 from ..errors import ConfigError, DataError
 from .arguments import DataArguments
 from .embedded import EMBEDDED_DATASETS, TaskSpec
+from .examples import write_example_folder, write_example_parquet, write_example_saved
 from .loader import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class DataSource:
         load: Reads the dataset as a :class:`datasets.DatasetDict`; raises :class:`DataError` on failure.
         description: One line for help texts and error messages.
         task: Optional: the dataset's own :class:`TaskSpec` (class names and templates), e.g. for embedded sets.
+        example: Writes a small dataset this source reads into a given folder and returns its arguments
+            (offline); the data-source contract test runs every source through it.
+        needs_network: The source reads only from the network (the Hub): instead of an example, the
+            contract checks that offline it fails with a :class:`DataError` naming the dataset.
     """
 
     name: str
@@ -59,6 +63,8 @@ class DataSource:
     load: Callable[[DataArguments], DatasetDict]
     description: str
     task: Callable[[DataArguments], TaskSpec] | None = None
+    example: Callable[[Path], DataArguments] | None = None
+    needs_network: bool = False
 
 
 DATA_SOURCES: dict[str, DataSource] = {}
@@ -71,15 +77,28 @@ def register_data_source(
     load: Callable[[DataArguments], DatasetDict],
     description: str,
     task: Callable[[DataArguments], TaskSpec] | None = None,
+    example: Callable[[Path], DataArguments] | None = None,
+    needs_network: bool = False,
 ) -> DataSource:
     """Register a data source under ``name``; it is tried after those registered before it (``hub`` last).
 
     Raises:
-        ConfigError: ``name`` is already registered.
+        ConfigError: ``name`` is already registered, or it has neither an offline ``example`` nor
+            ``needs_network=True``.
     """
     if name in DATA_SOURCES:
         raise ConfigError(f"a data source named {name!r} is already registered")
-    source = DataSource(name=name, matches=matches, load=load, description=description, task=task)
+    if example is None and not needs_network:
+        raise ConfigError(f"data source {name!r} needs an offline example (or needs_network=True)")
+    source = DataSource(
+        name=name,
+        matches=matches,
+        load=load,
+        description=description,
+        task=task,
+        example=example,
+        needs_network=needs_network,
+    )
     DATA_SOURCES[name] = source
     return source
 
@@ -164,6 +183,7 @@ register_data_source(
     load=lambda args: _embedded(args.dataset_name)[0],
     task=lambda args: _embedded(args.dataset_name)[1],
     description=f"a dataset shipped with hf_tbar ({', '.join(sorted(EMBEDDED_DATASETS))})",
+    example=lambda root: DataArguments(dataset_name="digits"),
 )
 
 # -------------------------------------------------------------------------------------- disk
@@ -186,6 +206,7 @@ register_data_source(
         lambda: datasets.load_from_disk(str(_local_path(args.dataset_name))),
     ),
     description="a folder written by Dataset(Dict).save_to_disk",
+    example=lambda root: write_example_saved(root / "saved"),
 )
 
 # ------------------------------------------------------------------------------- imagefolder
@@ -205,6 +226,7 @@ register_data_source(
         lambda: datasets.load_dataset("imagefolder", data_dir=str(_local_path(args.dataset_name))),
     ),
     description="a local folder of images with one sub-folder per class (optionally under train/test/...)",
+    example=lambda root: write_example_folder(root / "colours"),
 )
 
 # ------------------------------------------------------------------------------------- files
@@ -241,46 +263,9 @@ register_data_source(
     matches=lambda args: _table_format(args) is not None,
     load=_load_files,
     description="a parquet or arrow file, a glob of them, or a folder of them",
+    example=lambda root: write_example_parquet(root / "tables"),
 )
 
-# --------------------------------------------------------------------------------------- hub
 
-
-def _offline_flag() -> str | None:
-    for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
-            return variable
-    return None
-
-
-def _load_hub(args: DataArguments) -> DatasetDict:
-    name, config = args.dataset_name, args.dataset_config
-    label = f"{name!r}" + (f" (config {config!r})" if config else "")
-    try:
-        loaded = datasets.load_dataset(name, config)
-    except (OfflineModeIsEnabled, LocalEntryNotFoundError, ConnectionError) as err:
-        flag = _offline_flag()
-        why = f"offline mode is on ({flag}=1)" if flag else "the Hub cannot be reached (offline: no network?)"
-        raise DataError(
-            f"Hub dataset {label} is not in the local cache and {why}. Run once online to cache it, or "
-            f"download it with `hf download --repo-type dataset {name} --local-dir DIR` and pass DIR, or pass "
-            "another local folder (imagefolder layout, save_to_disk output, or parquet/arrow files)."
-        ) from err
-    except DatasetNotFoundError as err:
-        raise DataError(
-            f"Hub dataset {label} was not found (a typo, or a gated/private dataset: log in with "
-            f"`hf auth login`); pass a local folder for your own data: {err}"
-        ) from err
-    except (DatasetsError, ValueError) as err:  # e.g. an unknown config name, an unreadable file
-        raise DataError(f"cannot load Hub dataset {label}: {err}") from err
-    return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
-
-
-register_data_source(
-    "hub",
-    matches=lambda args: (
-        not _local_path(args.dataset_name).exists() and not _looks_like_path(args.dataset_name)
-    ),
-    load=_load_hub,
-    description="a dataset id on the Hugging Face Hub (or in its local cache), e.g. 'cifar10'",
-)
+# The Hub, the catch-all source (tried last whatever the registration order), has its own module.
+from . import hub_source  # noqa: E402, F401

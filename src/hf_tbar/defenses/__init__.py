@@ -5,12 +5,14 @@
 (sanitized model plus the clean/triggered images, fine-tuning steps and wall time it consumed).
 
 Registered: ``tbar`` (known trigger), ``tbar-decree`` (DECREE-inverted trigger), ``clean-finetune``,
-``cleanclip`` and ``tsbd``.
+``cleanclip`` and ``tsbd``. A new defense is one :func:`register_defense` call on its function; its config
+class is a :class:`DefenseConfig` (``for_run`` for the benchmark harness, ``quick`` for the contract test).
 """
 
 from .base import (
     DEFENSES,
     Defense,
+    DefenseConfig,
     DefenseData,
     DefenseResult,
     get_defense,
@@ -36,6 +38,7 @@ __all__ = [
     "CleanCLIPConfig",
     "CleanFinetuneConfig",
     "Defense",
+    "DefenseConfig",
     "DefenseData",
     "DefenseResult",
     "TBARDecreeConfig",

@@ -23,6 +23,7 @@ from ..attacks.base import Trigger
 from ..data.embedded import TaskSpec
 from ..data.pixels import validate_pixels
 from ..errors import ConfigError
+from ..models import family_of
 from ..task_vector import TaskVector
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 
@@ -136,6 +137,24 @@ def zero_shot_classifier(model: torch.nn.Module, data: DefenseData) -> ZeroShotC
 DefenseFn = Callable[[CLIPModel, DefenseData, Any], DefenseResult]
 
 
+class DefenseConfig:
+    """What every defense's config class provides (a mixin: no fields), checked by :func:`register_defense`.
+
+    ``for_run(run)`` builds the config of one benchmark run (``run`` has ``seed``, ``steps`` (``None``: the
+    defense's default), ``set_size``, ``tbar_variant``, ``clean_share`` and ``decree_steps``), and ``quick()`` a
+    few-step config for the defense-contract test. The defaults suit fine-tuning defenses built on
+    :class:`~hf_tbar.training.FinetuneConfig`.
+    """
+
+    @classmethod
+    def for_run(cls, run: Any) -> DefenseConfig:
+        return cls(seed=run.seed, **({"steps": run.steps} if run.steps else {}))
+
+    @classmethod
+    def quick(cls) -> DefenseConfig:
+        return cls(steps=2, batch_size=8, learning_rate=1e-2)
+
+
 @dataclass(frozen=True)
 class Defense:
     """A registered defense: its function, its config class and what data it requires.
@@ -157,10 +176,12 @@ class Defense:
         return (self.fn.__doc__ or "").strip().splitlines()[0] if self.fn.__doc__ else ""
 
     def __call__(self, model: CLIPModel, data: DefenseData, config: Any = None) -> DefenseResult:
-        if not isinstance(model, CLIPModel):
+        try:
+            family_of(model)
+        except TypeError:
             raise TypeError(
-                f"defense {self.name!r} needs a transformers CLIPModel, got {type(model).__name__}"
-            )
+                f"defense {self.name!r} needs a transformers CLIPModel or SiglipModel, got {type(model).__name__}"
+            ) from None
         if not isinstance(data, DefenseData):
             raise TypeError(f"defense {self.name!r} needs a DefenseData, got {type(data).__name__}")
         config = self.config_class() if config is None else config
@@ -203,10 +224,16 @@ def register_defense(
 
     Args:
         name: Registry key, e.g. ``"tsbd"``.
-        config_class: Its config dataclass; ``config_class()`` must give the defaults.
+        config_class: Its config dataclass, a :class:`DefenseConfig`; ``config_class()`` must give the
+            defaults.
         needs_trigger: The defense requires ``DefenseData.trigger`` and ``target``.
         needs_validation: The defense requires ``DefenseData.validation``.
     """
+
+    if not (isinstance(config_class, type) and issubclass(config_class, DefenseConfig)):
+        raise TypeError(
+            f"defense {name!r}: its config class must be a DefenseConfig (for_run and quick), got {config_class!r}"
+        )
 
     def wrap(fn: DefenseFn) -> DefenseFn:
         if name in DEFENSES:

@@ -21,10 +21,11 @@ from torch.utils.data import TensorDataset
 from transformers import CLIPModel
 
 from ..data.pixels import normalize_pixels
+from ..models import family_of
 from ..training.augment import random_affine
 from ..training.loop import FinetuneConfig, run_training
 from ..zeroshot import encode_images, encode_texts, unwrap_clip
-from .base import DefenseData, DefenseResult, register_defense
+from .base import DefenseConfig, DefenseData, DefenseResult, register_defense
 
 
 def contrastive_loss(
@@ -74,7 +75,7 @@ def caption_pairs(
 
 
 @dataclass
-class CleanCLIPConfig(FinetuneConfig):
+class CleanCLIPConfig(FinetuneConfig, DefenseConfig):
     """CleanCLIP fine-tuning on clean pairs (AdamW, small learning rate; loss weights 1 and 1 as in the paper)."""
 
     steps: int = field(default=100, metadata={"help": "Optimizer steps."})
@@ -115,12 +116,11 @@ class CleanCLIPConfig(FinetuneConfig):
 
 
 def _trainable(model: CLIPModel, train_text_tower: bool) -> list[nn.Parameter]:
-    towers = [model.vision_model, model.visual_projection]
-    if train_text_tower:
-        towers += [model.text_model, model.text_projection]
+    family = family_of(model)
+    prefixes = family.vision_prefixes + (family.text_prefixes if train_text_tower else ())
     for param in model.parameters():
         param.requires_grad_(False)
-    params = [p for tower in towers for p in tower.parameters()]
+    params = [p for name, p in model.named_parameters() if name.startswith(prefixes) and "logit_" not in name]
     for param in params:
         param.requires_grad_(True)
     return params
@@ -130,21 +130,23 @@ def _trainable(model: CLIPModel, train_text_tower: bool) -> list[nn.Parameter]:
 def cleanclip(model: CLIPModel, data: DefenseData, config: CleanCLIPConfig) -> DefenseResult:
     """CleanCLIP: multimodal contrastive + in-modality self-supervised loss on augmented clean pairs."""
     params = _trainable(model, config.train_text_tower)
-    tokens = data.processor.tokenizer(data.task.prompts(), padding=True, truncation=True, return_tensors="pt")
+    family = family_of(model)
+    tokens = family.tokenize(data.processor.tokenizer, data.task.prompts())
     num_templates = len(data.task.templates)
     processor = data.processor
 
     def loss(module: nn.Module, batch: tuple) -> torch.Tensor:
         pixels, labels = batch
         clip = unwrap_clip(module)
-        ids, mask = tokens["input_ids"].to(labels.device), tokens["attention_mask"].to(labels.device)
+        ids = tokens["input_ids"].to(labels.device)
+        mask = tokens.get("attention_mask", torch.ones_like(tokens["input_ids"])).to(labels.device)
         captions, augmented = caption_pairs(labels, num_templates)
         augment = random_affine(pixels, config.max_shift, config.max_rotation, config.max_scale)
         images = encode_images(clip, normalize_pixels(pixels, processor))
         images_aug = encode_images(clip, normalize_pixels(augment, processor))
         texts = encode_texts(clip, ids[captions], mask[captions])
         texts_aug = encode_texts(clip, ids[augmented], mask[augmented])
-        scale = clip.logit_scale.exp().detach()
+        scale = family.logit_scale(clip).detach()
         multimodal = contrastive_loss(images, texts, scale, groups=labels)
         self_supervised = (
             contrastive_loss(images, images_aug, scale)

@@ -9,11 +9,11 @@ from transformers import CLIPModel
 
 from ..training.backdoor import classification_loss, vision_parameters
 from ..training.loop import FinetuneConfig, run_training
-from .base import DefenseData, DefenseResult, register_defense, zero_shot_classifier
+from .base import DefenseConfig, DefenseData, DefenseResult, register_defense, zero_shot_classifier
 
 
 @dataclass
-class CleanFinetuneConfig(FinetuneConfig):
+class CleanFinetuneConfig(FinetuneConfig, DefenseConfig):
     """Fine-tuning of the vision tower on clean images; the defaults match TBAR's budget (30 steps of 32)."""
 
     steps: int = field(default=30, metadata={"help": "Optimizer steps."})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import CLIPModel
@@ -19,13 +20,13 @@ from ..detection import DecreeConfig
 from ..scale_search import ScaleSearchConfig
 from ..task_vector import TaskVector
 from ..unlearner import AUTO_TRIGGER, BackdoorUnlearner, Detection, NoBackdoorDetectedError
-from .base import DefenseData, DefenseResult, register_defense
+from .base import DefenseConfig, DefenseData, DefenseResult, register_defense
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class TBARDefenseConfig:
+class TBARDefenseConfig(DefenseConfig):
     """TBAR as a defense: trigger fine-tuning, scale search, and the make-up of the unlearning set."""
 
     tbar: TBARConfig = field(
@@ -44,12 +45,32 @@ class TBARDefenseConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.tbar, dict):  # nested configs round-trip through YAML/JSON
+            self.tbar = TBARConfig(**self.tbar)
+        if isinstance(self.search, dict):
+            self.search = ScaleSearchConfig(**self.search)
         if not isinstance(self.tbar, TBARConfig):
             raise TypeError(f"tbar must be a TBARConfig, got {type(self.tbar).__name__}")
         if not isinstance(self.search, ScaleSearchConfig):
             raise TypeError(f"search must be a ScaleSearchConfig, got {type(self.search).__name__}")
         if isinstance(self.clean_share, bool) or not 0.0 <= float(self.clean_share) < 1.0:
             raise ValueError(f"clean_share must be in [0, 1), got {self.clean_share!r}")
+
+    @staticmethod
+    def _tbar_for_run(run: Any) -> TBARConfig:
+        steps = {"steps": run.steps} if run.steps else {}
+        return TBARConfig(seed=run.seed, unlearning_set_size=run.set_size, variant=run.tbar_variant, **steps)
+
+    @classmethod
+    def for_run(cls, run: Any) -> TBARDefenseConfig:
+        return cls(tbar=cls._tbar_for_run(run), clean_share=run.clean_share or 0.0)
+
+    @classmethod
+    def quick(cls) -> TBARDefenseConfig:
+        return cls(
+            tbar=TBARConfig(steps=2, batch_size=8, unlearning_set_size=12, learning_rate=1e-2),
+            search=ScaleSearchConfig(ca_threshold=0.01, grid_points=3, bisection_steps=1),
+        )
 
 
 @dataclass
@@ -69,10 +90,22 @@ class TBARDecreeConfig(TBARDefenseConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.decree, dict):
+            self.decree = DecreeConfig(**self.decree)
         if not isinstance(self.decree, DecreeConfig):
             raise TypeError(f"decree must be a DecreeConfig, got {type(self.decree).__name__}")
         if not isinstance(self.force, bool):
             raise TypeError(f"force must be True or False, got {self.force!r}")
+
+    @classmethod
+    def for_run(cls, run: Any) -> TBARDecreeConfig:
+        decree = DecreeConfig(seed=run.seed, **({"steps": run.decree_steps} if run.decree_steps else {}))
+        return cls(tbar=cls._tbar_for_run(run), clean_share=run.clean_share or 0.0, decree=decree)
+
+    @classmethod
+    def quick(cls) -> TBARDecreeConfig:
+        fast = TBARDefenseConfig.quick()
+        return cls(tbar=fast.tbar, search=fast.search, decree=DecreeConfig(steps=3, batch_size=8), force=True)
 
 
 def mixed_unlearning_set(

@@ -35,7 +35,7 @@ from transformers import CLIPModel
 
 from ..training.backdoor import classification_loss, vision_parameters
 from ..training.loop import FinetuneConfig, run_training
-from .base import DefenseData, DefenseResult, register_defense, zero_shot_classifier
+from .base import DefenseConfig, DefenseData, DefenseResult, register_defense, zero_shot_classifier
 from .gradient_norm import activeness_aware_loss
 from .reinit import reinit_masks, zero_weights
 
@@ -45,7 +45,7 @@ DEFAULT_LAYERS = r"vision_model\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)|vis
 
 
 @dataclass
-class TSBDConfig(FinetuneConfig):
+class TSBDConfig(FinetuneConfig, DefenseConfig):
     """TSBD's two stages. The :class:`~hf_tbar.training.FinetuneConfig` fields drive stage 2."""
 
     steps: int = field(default=60, metadata={"help": "Stage 2: activeness-aware fine-tuning steps."})
@@ -90,6 +90,17 @@ class TSBDConfig(FinetuneConfig):
             "help": "Stage 2: normalise the perturbation per tensor (authors' code) rather than globally."
         },
     )
+
+    @classmethod
+    def quick(cls) -> TSBDConfig:
+        return cls(
+            steps=2,
+            batch_size=8,
+            learning_rate=1e-2,
+            unlearn_steps=3,
+            unlearn_stop_accuracy=0.0,
+            probe_images=8,
+        )
 
     def __post_init__(self) -> None:
         super().__post_init__()

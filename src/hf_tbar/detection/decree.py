@@ -15,13 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import CLIPVisionModelWithProjection
 
 from ..data.pixels import normalize_pixels, validate_pixels
-from ..zeroshot import encode_images, unwrap_clip
+from ..models import family_of
 from .decree_config import UNCALIBRATED, DecreeConfig, DecreeResult, calibration_for
 from .inverted import InvertedTrigger, logit_to_unit, unit_to_logit
 
@@ -71,36 +69,23 @@ def update_lambda(
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _clip_encoder(model: nn.Module) -> tuple[ImageEncoder, int]:
-    clip = unwrap_clip(model)
-    return (lambda pixel_values: encode_images(clip, pixel_values)), int(clip.config.vision_config.image_size)
-
-
-def _vision_with_projection_encoder(model: nn.Module) -> tuple[ImageEncoder, int]:
-    def encode(pixel_values: torch.Tensor) -> torch.Tensor:
-        return F.normalize(model(pixel_values=pixel_values).image_embeds, dim=-1)
-
-    return encode, int(model.config.image_size)
-
-
 def image_encoder(model: nn.Module) -> tuple[ImageEncoder, int]:
     """The L2-normalised image encoder of ``model`` and its input side in pixels.
 
-    Accepts a :class:`~transformers.CLIPModel` (possibly PEFT/Accelerate-wrapped) or a
-    :class:`~transformers.CLIPVisionModelWithProjection`.
+    Accepts a model of any registered family (``CLIPModel``, ``SiglipModel``, possibly PEFT/Accelerate-
+    wrapped) or CLIP's vision half :class:`~transformers.CLIPVisionModelWithProjection`.
 
     Raises:
-        TypeError: the model has no CLIP vision tower (e.g. a ``CLIPTextModel``).
+        TypeError: the model has no registered image encoder (e.g. a ``CLIPTextModel``).
     """
-    if isinstance(model, CLIPVisionModelWithProjection):
-        return _vision_with_projection_encoder(model)
     try:
-        return _clip_encoder(model)
+        family = family_of(model)
     except TypeError:
         raise TypeError(
-            f"DECREE needs a CLIP image encoder (CLIPModel or CLIPVisionModelWithProjection), got "
+            f"DECREE needs an image encoder (CLIPModel, CLIPVisionModelWithProjection or SiglipModel), got "
             f"{type(model).__name__}, which has no vision tower"
         ) from None
+    return family.image_encoder(model)
 
 
 def check_clean_pixels(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -208,7 +193,15 @@ def invert_trigger(
     mask = pattern = None
     similarity_value = float("nan")
 
-    with _FrozenModel(model), tqdm(range(config.steps), desc="DECREE inversion", leave=False) as progress:
+    with (
+        _FrozenModel(model),
+        tqdm(
+            range(config.steps),
+            desc="DECREE inversion",
+            leave=False,
+            disable=None,  # quiet unless a terminal
+        ) as progress,
+    ):
         for step in progress:
             batch = clean_pixels[next(batches)].to(device=device, dtype=torch.float32)
             mask = logit_to_unit(mask_logit, config.eps)

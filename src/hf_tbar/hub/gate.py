@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, HfTbarError, InputError
+from ..evaluation import EvalResult
+from ..metrics import ca_retention, finite
+from ..report_schema import REPORT_FILE, TBARReport
 
-REPORT_NAME = "tbar_report.json"
+#: File name of the report in a sanitized folder (:data:`hf_tbar.report_schema.REPORT_FILE`).
+REPORT_NAME = REPORT_FILE
 
 
 class SafetyGateError(HfTbarError, RuntimeError):
@@ -33,38 +36,52 @@ class SafetyGateError(HfTbarError, RuntimeError):
         )
 
 
-def fraction(value: Any) -> float | None:
-    """``value`` as a float when it is a finite number (not a bool), else ``None``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+def as_report(report: TBARReport | Mapping[str, Any]) -> TBARReport:
+    """``report`` itself, or a parsed ``tbar_report.json`` dict read with :meth:`TBARReport.from_dict`.
+
+    Raises:
+        InputError: the dict is not a valid report (names the key).
+    """
+    return report if isinstance(report, TBARReport) else TBARReport.from_dict(report)
 
 
 def check_safety_gate(
-    report: dict[str, Any], max_asr: float = 0.10, min_ca_retention: float = 0.90
+    report: TBARReport | Mapping[str, Any], max_asr: float = 0.10, min_ca_retention: float = 0.90
 ) -> list[str]:
-    """Check a sanitized model's report against the push thresholds.
+    """Check a sanitized model's report against the push thresholds (see :func:`gate_failures`).
 
     Args:
-        report: The parsed ``tbar_report.json``; uses ``after.attack_success_rate`` and the ``clean_accuracy``
-            of ``before`` and ``after`` (fractions in ``[0, 1]``).
+        report: The report (or its parsed JSON); uses ``after.attack_success_rate`` and the CA retention.
         max_asr: Largest acceptable attack success rate after removal.
         min_ca_retention: Smallest acceptable clean accuracy after removal divided by clean accuracy before.
 
+    Raises:
+        ConfigError: a threshold is not a fraction in ``[0, 1]``.
+        InputError: ``report`` is a dict that is not a valid report.
+    """
+    report = as_report(report)
+    return gate_failures(report.before, report.after, max_asr, min_ca_retention)
+
+
+def gate_failures(
+    before: EvalResult, after: EvalResult, max_asr: float = 0.10, min_ca_retention: float = 0.90
+) -> list[str]:
+    """The safety gate on the metrics before and after removal (accuracies and rates in ``[0, 1]``).
+
     Returns:
-        One message per failed check, saying what failed and by how much (empty when the gate passes).
-        A metric missing from the report is a failure: an unverified model is not published silently.
+        One message per failed check, saying what failed and by how much (empty when the gate passes). A metric
+        that is missing or undefined is a failure: an unverified model is not published silently. The CA
+        retention (:func:`hf_tbar.metrics.ca_retention`) is undefined when the backdoored model's clean accuracy
+        is zero; the gate then says it cannot be checked.
 
     Raises:
         ConfigError: a threshold is not a fraction in ``[0, 1]``.
     """
     for name, value in (("max_asr", max_asr), ("min_ca_retention", min_ca_retention)):
-        if fraction(value) is None or not 0.0 <= value <= 1.0:
+        if finite(value) is None or not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name} must be a fraction in [0, 1], got {value!r}")
-    before, after = report.get("before") or {}, report.get("after") or {}
     failures = []
-
-    asr = fraction(after.get("attack_success_rate"))
+    asr = finite(after.attack_success_rate)
     if asr is None:
         failures.append(
             "the report has no attack success rate after removal (after.attack_success_rate): "
@@ -74,38 +91,35 @@ def check_safety_gate(
         failures.append(
             f"ASR after removal {asr:.1%} exceeds the maximum {max_asr:.1%} by {100 * (asr - max_asr):.1f} points"
         )
-
-    ca_before, ca_after = fraction(before.get("clean_accuracy")), fraction(after.get("clean_accuracy"))
-    if ca_before is None or ca_after is None:
+    retention = ca_retention(after.clean_accuracy, before.clean_accuracy)
+    if retention is None:
         failures.append(
-            "the report lacks the clean accuracy before or after removal (before/after.clean_accuracy): "
-            "CA retention cannot be checked"
+            f"CA retention cannot be checked: clean accuracy {_share(after.clean_accuracy)} after removal, "
+            f"{_share(before.clean_accuracy)} before (after / before is undefined unless the backdoored model's "
+            "is above zero)"
         )
-    elif ca_before <= 0.0:
+    elif retention < min_ca_retention:
         failures.append(
-            f"the backdoored model's clean accuracy is {ca_before:.1%}: CA retention is undefined"
+            f"CA retention {retention:.1%} (clean accuracy {after.clean_accuracy:.1%} after removal, "
+            f"{before.clean_accuracy:.1%} before) is below the minimum {min_ca_retention:.1%} by "
+            f"{100 * (min_ca_retention - retention):.1f} points"
         )
-    else:
-        retention = ca_after / ca_before
-        if retention < min_ca_retention:
-            failures.append(
-                f"CA retention {retention:.1%} (clean accuracy {ca_after:.1%} after removal, {ca_before:.1%} before) "
-                f"is below the minimum {min_ca_retention:.1%} by {100 * (min_ca_retention - retention):.1f} points"
-            )
     return failures
 
 
-def load_report(sanitized_dir: str | os.PathLike) -> dict[str, Any]:
+def _share(value: Any) -> str:
+    return f"{value:.1%}" if finite(value) is not None else str(value)
+
+
+def load_report(sanitized_dir: str | os.PathLike) -> TBARReport:
     """Read ``tbar_report.json`` from a sanitized folder.
 
     Args:
         sanitized_dir: A folder written by hf_tbar.
 
-    Returns:
-        The parsed report.
-
     Raises:
-        InputError: the folder or its report is missing, or the report is not a JSON object.
+        InputError: the folder or its report is missing, or the report is malformed or of a newer schema
+            (:meth:`TBARReport.from_json`, naming the file and the key).
     """
     folder = Path(sanitized_dir)
     if not folder.is_dir():
@@ -113,25 +127,19 @@ def load_report(sanitized_dir: str | os.PathLike) -> dict[str, Any]:
     path = folder / REPORT_NAME
     if not path.is_file():
         raise InputError(f"{folder} has no {REPORT_NAME}: is it a folder written by hf_tbar?")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(report, dict):
-        raise InputError(f"{path} must hold a JSON object, got {type(report).__name__}")
-    return report
+    return TBARReport.from_json(path)
 
 
-def default_commit_message(report: dict[str, Any], forced: bool) -> str:
+def default_commit_message(report: TBARReport, forced: bool) -> str:
     """The commit title summarising ASR before/after and CA retention, marked when the gate was forced."""
-    before, after = report.get("before") or {}, report.get("after") or {}
-    asr_before = fraction(before.get("attack_success_rate"))
-    asr_after = fraction(after.get("attack_success_rate"))
-    ca_before, ca_after = fraction(before.get("clean_accuracy")), fraction(after.get("clean_accuracy"))
+    asr_before, asr_after = (
+        finite(report.before.attack_success_rate),
+        finite(report.after.attack_success_rate),
+    )
     parts = []
     if asr_before is not None and asr_after is not None:
         parts.append(f"ASR {asr_before:.1%} -> {asr_after:.1%}")
-    if ca_before and ca_after is not None:
-        parts.append(f"CA retention {ca_after / ca_before:.1%}")
+    if report.ca_retention is not None:
+        parts.append(f"CA retention {report.ca_retention:.1%}")
     message = "Upload TBAR-sanitized CLIP" + (f" ({', '.join(parts)})" if parts else "")
     return message + (" [forced past safety gate]" if forced else "")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+
+if TYPE_CHECKING:
+    from ..report_schema import TBARReport
 
 #: ``kind`` of a base model given as a model object that records no folder or Hub id.
 IN_MEMORY = "in-memory"
@@ -78,15 +81,15 @@ def base_model_provenance(source: Any) -> tuple[str | None, dict[str, str | None
     return None, {"kind": "local", "name": _folder_name(source)}
 
 
-def report_provenance(report: dict[str, Any]) -> tuple[str | None, dict[str, str | None]]:
+def report_provenance(report: TBARReport) -> tuple[str | None, dict[str, str | None]]:
     """``(hub_id, source)`` of a report's base model, also for reports written before ``base_model_source``.
 
     An older report may hold a local path in ``base_model``: it is reduced to the folder's base name here.
+    ``kind`` is ``"unknown"`` when the report records neither.
     """
-    recorded = report.get("base_model_source")
-    if isinstance(recorded, dict) and recorded.get("kind") in ("hub", "local", IN_MEMORY):
-        kind = recorded["kind"]
-        name = recorded.get("name")
+    recorded = report.base_model_source
+    if recorded is not None and recorded.kind in ("hub", "local", IN_MEMORY):
+        kind, name = recorded.kind, recorded.name
         if kind == "hub":
             hub_id = hub_model_id(name)
             if hub_id is not None:
@@ -95,6 +98,6 @@ def report_provenance(report: dict[str, Any]) -> tuple[str | None, dict[str, str
         if kind == "local":
             return None, {"kind": "local", "name": _folder_name(str(name)) if name else "unnamed"}
         return None, {"kind": IN_MEMORY, "name": None}
-    if not report.get("base_model"):
+    if not report.base_model:
         return None, {"kind": "unknown", "name": None}
-    return base_model_provenance(report["base_model"])
+    return base_model_provenance(report.base_model)

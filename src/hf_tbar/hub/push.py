@@ -108,6 +108,13 @@ class PushConfig:
     endpoint: str | None = field(
         default=None, metadata={"help": "Hub endpoint URL; default: $HF_ENDPOINT or https://huggingface.co."}
     )
+    adapter: bool = field(
+        default=False,
+        metadata={
+            "help": "The folder is a negation adapter (hf-tbar unlearn --adapter_dir): push it as a PEFT adapter "
+            "of the backdoored model, with a card whose library_name is peft."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.repo_id, str) or not self.repo_id:
@@ -216,7 +223,8 @@ def push_sanitized_model(
     Raises:
         SafetyGateError: the model fails the gate and ``config.force`` is not set.
         HubPushError: no token, a network error, or the Hub refused the repository, branch or commit.
-        InputError: the folder has no report, is not a CLIP safetensors checkpoint, or a file holds the token.
+        InputError: the folder has no report, its report is malformed or of a newer schema (naming the key),
+            it is not a CLIP safetensors checkpoint, or a file holds the token.
         ModelLoadError: the weights do not load as a ``CLIPModel``.
         ConfigError: ``dry_run_dir`` given without ``config.dry_run``.
     """

@@ -1,4 +1,4 @@
-"""The staging folder of a push: exactly the files that go to the Hub, checked to be a CLIP checkpoint and
+"""The staging folder of a push: exactly the files that go to the Hub, checked to be a loadable checkpoint and
 searched for the Hub token before anything leaves this machine."""
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ PUSHED_FILE_PATTERNS: tuple[str, ...] = (
     REPORT_NAME,
     PLOT_NAME,
 )
-#: The only model type that is pushed: the card, the tags and the loading snippet are CLIP's.
-MODEL_TYPE = "clip"
 
 
 def _pushed_files(folder: Path) -> list[Path]:
@@ -53,15 +51,15 @@ def _pushed_files(folder: Path) -> list[Path]:
 
 
 def check_clip_checkpoint(folder: Path, files: list[Path]) -> None:
-    """Refuse anything but a CLIP checkpoint whose safetensors weights load as a ``CLIPModel``.
+    """Refuse anything but a checkpoint of a registered family (CLIP, SigLIP) whose safetensors weights load.
 
     Args:
         folder: The sanitized folder (only read).
         files: The files of ``folder`` that would be pushed.
 
     Raises:
-        InputError: no ``config.json``, no safetensors weights, or a ``model_type`` other than ``"clip"``.
-        ModelLoadError: the weights do not load as the ``CLIPModel`` that ``config.json`` describes.
+        InputError: no ``config.json``, no safetensors weights, or a ``model_type`` of no registered family.
+        ModelLoadError: the weights do not load as the model that ``config.json`` describes.
     """
     names = {p.name for p in files}
     if "config.json" not in names:
@@ -73,17 +71,46 @@ def check_clip_checkpoint(folder: Path, files: list[Path]) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{folder / 'config.json'} is not valid JSON: {error}") from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type != MODEL_TYPE:
-        raise InputError(
-            f"{folder} is not a CLIP checkpoint: config.json has model_type {model_type!r}, "
-            f"only {MODEL_TYPE!r} models are pushed (the model card describes a sanitized CLIP)"
-        )
-    from ..tiny_clip import load_clip  # torch and transformers: only when a folder is actually staged
+    from ..loading import load_model  # torch and transformers: only when a folder is actually staged
+    from ..models import MODEL_FAMILIES
 
+    if model_type not in MODEL_FAMILIES:
+        raise InputError(
+            f"{folder} is not a checkpoint hf_tbar pushes: config.json has model_type {model_type!r}, "
+            f"only {', '.join(repr(t) for t in sorted(MODEL_FAMILIES))} models are pushed"
+        )
     try:
-        load_clip(folder)
+        load_model(folder)
     except (ValueError, OSError) as error:
-        raise ModelLoadError(f"{folder} does not load as a CLIPModel: {error}") from error
+        name = MODEL_FAMILIES[model_type].model_class.__name__
+        raise ModelLoadError(f"{folder} does not load as a {name}: {error}") from error
+
+
+#: The files of a negation-adapter folder that are pushed (the card is regenerated).
+ADAPTER_FILES: tuple[str, ...] = ("adapter_config.json", "adapter_model.safetensors", REPORT_NAME)
+
+
+def check_adapter_folder(folder: Path) -> list[Path]:
+    """The files of a negation-adapter folder to push, checked: a PEFT LoRA ``adapter_config.json``, the
+    safetensors weights and the report.
+
+    Raises:
+        InputError: a file is missing, or ``adapter_config.json`` is not a LoRA adapter's (names it).
+    """
+    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise InputError(
+            f"{folder} is not a negation adapter folder: {', '.join(missing)} missing (write one with "
+            "hf-tbar unlearn --mode lora --adapter_dir DIR)"
+        )
+    try:
+        config: Any = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{folder / 'adapter_config.json'} is not valid JSON: {error}") from None
+    peft_type = config.get("peft_type") if isinstance(config, dict) else None
+    if peft_type != "LORA":
+        raise InputError(f"{folder / 'adapter_config.json'} is not a LoRA adapter: peft_type {peft_type!r}")
+    return [folder / name for name in ADAPTER_FILES]
 
 
 def _searched_bytes(path: Path) -> bytes:
@@ -136,8 +163,11 @@ def stage_folder(source: Path, target: Path, config: PushConfig, token: str | No
         raise OutputError(f"staging folder {target} must not overlap the sanitized folder {source}")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise OutputExistsError(f"staging folder {target} already exists and is not empty")
-    files = _pushed_files(source)
-    check_clip_checkpoint(source, files)
+    if config.adapter:
+        files = check_adapter_folder(source)
+    else:
+        files = _pushed_files(source)
+        check_clip_checkpoint(source, files)
     if target.exists():
         target.rmdir()
 
@@ -150,6 +180,14 @@ def stage_folder(source: Path, target: Path, config: PushConfig, token: str | No
         gate_failures=failures if forced else (),
         plot_path=PLOT_NAME if (source / PLOT_NAME).is_file() else None,
     )
+    if config.adapter:
+        from ..models import MODEL_FAMILIES
+        from .card_adapter import adapter_card
+        from .provenance import report_provenance
+
+        family = MODEL_FAMILIES.get(report.model_type)
+        model_class = family.model_class.__name__ if family else "AutoModel"
+        card = adapter_card(card, model_class, report_provenance(report)[0], config.repo_id)
     with atomic_output_dir(target, overwrite=False) as tmp:
         for path in files:
             shutil.copyfile(path, tmp / path.name)

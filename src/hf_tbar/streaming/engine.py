@@ -198,7 +198,10 @@ def write_files(
     torch.set_num_threads(min(threads, _MATH_THREADS))
     try:
         with tqdm(
-            total=sum(len(jobs) for _, jobs in files), desc=desc, unit="tensor", disable=not progress
+            total=sum(len(jobs) for _, jobs in files),
+            desc=desc,
+            unit="tensor",
+            disable=None if progress else True,
         ) as bar:
             for path, jobs in files:
                 _write_file(path, jobs, metadata, reader, bar, workers)

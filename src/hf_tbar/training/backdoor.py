@@ -19,6 +19,7 @@ from ..data.embedded import TaskSpec, load_embedded_dataset
 from ..data.pixels import dataset_to_tensors
 from ..errors import ConfigError
 from ..io import atomic_output_dir, cache_dir, recipe_hash
+from ..models import family_of
 from ..tiny_clip import load_clip
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 from .loop import FinetuneConfig, run_training
@@ -113,7 +114,7 @@ def vision_parameters(model: CLIPModel) -> list:
     """Freeze everything but the vision tower and its projection; return the trainable parameters."""
     for param in model.parameters():
         param.requires_grad_(False)
-    params = [*model.vision_model.parameters(), *model.visual_projection.parameters()]
+    params = family_of(model).vision_parameters(model)
     for param in params:
         param.requires_grad_(True)
     return params

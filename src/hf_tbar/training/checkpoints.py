@@ -23,9 +23,9 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import asdict, field
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -36,35 +36,17 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from ..errors import InputError
+from .arguments import CheckpointArguments, FinetuneConfig
 from .batches import BatchStream
-
-if TYPE_CHECKING:
-    from .loop import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 
 STATE_NAME = "hf_tbar_state.json"
 RUN_NAME = "run.json"
 _STEP = re.compile(r"step-(\d{6,})")
-# The checkpointing options of FinetuneConfig and TBARConfig: name -> (default, help). They do not change
-# what is computed, so they are left out of a run's fingerprint.
-CHECKPOINT_OPTIONS: dict[str, tuple[Any, str]] = {
-    "checkpoint_dir": (
-        None,
-        "Folder for Accelerate training checkpoints (accelerator.save_state), one sub-folder per "
-        "fine-tuning run; None: no checkpoints.",
-    ),
-    "checkpoint_steps": (
-        50,
-        "With checkpoint_dir: save every this many optimizer steps, and after the last one.",
-    ),
-    "keep_checkpoints": (1, "With checkpoint_dir: how many of a run's newest checkpoints to keep."),
-    "resume": (
-        False,
-        "Resume an interrupted fine-tuning from its newest checkpoint in checkpoint_dir (same settings, data, "
-        "starting weights and number of processes); without it such a checkpoint is an error.",
-    ),
-}
+# The checkpointing options (CheckpointArguments' fields) do not change what is computed, so they are left
+# out of a run's fingerprint.
+CHECKPOINT_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(CheckpointArguments))
 
 
 class CheckpointLoadError(InputError):
@@ -93,12 +75,6 @@ def _unreadable_file(checkpoint: Path) -> Path | None:
         except Exception:
             return file
     return None
-
-
-def checkpoint_field(name: str) -> Any:
-    """The dataclass field of checkpointing option ``name`` (its default and help text)."""
-    default, help_text = CHECKPOINT_OPTIONS[name]
-    return field(default=default, metadata={"help": help_text})
 
 
 def _tensor_digest(tensors: list[tuple[str, torch.Tensor]]) -> str:

@@ -11,7 +11,6 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
@@ -20,69 +19,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from .arguments import FinetuneConfig
 from .batches import BatchStream
-from .checkpoints import RunCheckpoints, checkpoint_field, describe_run
+from .checkpoints import RunCheckpoints, describe_run
 
 logger = logging.getLogger(__name__)
-
-MIXED_PRECISION = ("no", "fp16", "bf16")
-
-
-@dataclass
-class FinetuneConfig:
-    """Optimisation settings of a fine-tuning run (AdamW, linear warm-up then cosine decay)."""
-
-    steps: int = field(default=50, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=64, metadata={"help": "Images per micro-batch and process."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches per optimizer step."}
-    )
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
-    mixed_precision: str = field(
-        default="no", metadata={"help": "Accelerate mixed precision: no, fp16 or bf16."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of shuffling, augmentation and initialisation."})
-    checkpoint_dir: str | None = checkpoint_field("checkpoint_dir")
-    checkpoint_steps: int = checkpoint_field("checkpoint_steps")
-    keep_checkpoints: int = checkpoint_field("keep_checkpoints")
-    resume: bool = checkpoint_field("resume")
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "gradient_accumulation_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
-            raise ConfigError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(
-                f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
-            )
-        for name in ("checkpoint_steps", "keep_checkpoints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
-        if self.checkpoint_dir is not None:
-            if (
-                not isinstance(self.checkpoint_dir, (str, os.PathLike))
-                or not str(self.checkpoint_dir).strip()
-            ):
-                raise ConfigError(f"checkpoint_dir must be a folder path, got {self.checkpoint_dir!r}")
-            self.checkpoint_dir = str(self.checkpoint_dir)
-        if not isinstance(self.resume, bool):
-            raise ConfigError(f"resume must be True or False, got {self.resume!r}")
-        if self.resume and self.checkpoint_dir is None:
-            raise ConfigError("resume=True needs a checkpoint_dir to resume from")
 
 
 def _schedule(config: FinetuneConfig) -> Callable[[int], float]:
@@ -179,11 +120,11 @@ def run_training(
     batches = BatchStream(loader, generator, accelerator.skip_first_batches)
     losses: list[float] = checkpoints.restore(batches, scheduler) if checkpoints else []
     prepared.train()
-    bar = tqdm(
+    bar = tqdm(  # disable=None: quiet when the output is not a terminal (logs, CI), one bar per machine
         total=config.steps,
         initial=len(losses),
         desc=desc,
-        disable=not accelerator.is_local_main_process,
+        disable=None if accelerator.is_local_main_process else True,
         leave=False,
     )
     while len(losses) < config.steps:
