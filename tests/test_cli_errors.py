@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import MICRO
-from hf_tbar.cli import main
+from hf_tbar.cli import COMMANDS, main
 from hf_tbar.errors import (
     EXIT_INTERRUPTED,
     ConfigError,
@@ -216,3 +216,10 @@ def test_new_output_folders_get_the_umask_permissions(tmp_path, micro_clip):
     finally:
         os.umask(old)
     assert folder.stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_prints_its_help(command, capsys):
+    """``--help`` renders every field's help through argparse (a stray ``%`` in one breaks it)."""
+    assert main([command, "--help"]) == 0
+    assert f"usage: hf-tbar {command}" in capsys.readouterr().out

@@ -50,7 +50,7 @@ class TBARConfig(FinetuneConfig):
         default=False,
         metadata={
             "help": "Recompute the vision tower's activations in the backward pass instead of keeping them: "
-            "about 1/(layers) of the activation memory for ~30% more compute (large towers such as ViT-L/14)."
+            "about 1/(layers) of the activation memory for ~30%% more compute (large towers such as ViT-L/14)."
         },
     )
     unlearning_set_size: int = field(

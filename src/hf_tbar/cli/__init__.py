@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "push": "hf_tbar.cli.push",
     "arithmetic": "hf_tbar.cli.arithmetic",
     "scan": "hf_tbar.cli.scan",
+    "sanitize": "hf_tbar.cli.sanitize",
     "bench": "hf_tbar.cli.bench",
 }
 

@@ -21,6 +21,7 @@ from ..data.arguments import DataArguments
 from ..data.images import DatasetImages
 from ..data.loader import load_image_folder
 from ..data.task_data import TaskData, load_task_data, resolve_target
+from ..detection import DecreeConfig
 from ..errors import ConfigError
 from ..evaluation import EvalResult
 from ..io import check_output_dir, refuse_overlap
@@ -115,6 +116,12 @@ class UnlearnArguments:
         metadata={"help": "Keep validation target-class accuracy >= this x the backdoored one (None: off)."},
     )
     max_scale: float = field(default=3.0, metadata={"help": "Largest negation scale searched."})
+    decree_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "With --trigger auto: DECREE's most optimisation steps (default: DecreeConfig's, 1000)."
+        },
+    )
     force: bool = field(
         default=False,
         metadata={
@@ -241,6 +248,7 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
         validation=splits["validation"],
         test=splits["test"],
         search=args.search_config(),
+        decree=DecreeConfig(steps=args.decree_steps) if args.decree_steps else None,
         poisoned=poisoned,
     )
     result.data.update(data.provenance)

@@ -1,0 +1,132 @@
+"""``hf-tbar sanitize``: scan -> unlearn -> verify -> card -> push (or dry run), in one command.
+
+Examples::
+
+    hf-tbar sanitize --model me/clip --dataset_name ./my_photos --repo_id me/clip-clean          # unknown trigger
+    hf-tbar sanitize --model me/clip --dataset_name ./my_photos --trigger badnets --target cat \\
+        --repo_id me/clip-clean --dry_run_dir to-push                                          # known trigger
+    hf-tbar sanitize --attack badnets --repo_id me/tiny-clean --dry_run_dir to-push             # embedded model
+
+With ``--trigger auto`` (the default) DECREE scans the model first and nothing is unlearned unless it flags
+it; with a trigger given the scan is skipped. The last line says which stage stopped and why, and the exit
+status says the same: 7 not flagged (scan), 8 no feasible scale (unlearn), 3 gate refused (verify), 4 push
+failed (push), 2/5/6 bad arguments, input or output (prepare).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..config import TBARConfig
+from ..data.arguments import DataArguments
+from ..errors import ConfigError, HfTbarError
+from ..hub import PushConfig, push_sanitized_model
+from ..hub.gate import SafetyGateError
+from ..hub.remote import HubPushError
+from ..io import check_output_dir
+from ..results import NoBackdoorDetectedError
+from ..scale_search import NoFeasibleScaleError
+from .common import UnlearnArguments, run_tbar
+
+logger = logging.getLogger(__name__)
+
+HELP = "Scan, unlearn when flagged (or when the trigger is given), verify, write the card, push or dry-run."
+
+#: Which stage an error stopped, by its type (anything else stopped the preparation: arguments, inputs).
+STAGES: tuple[tuple[type[BaseException], str, str], ...] = (
+    (NoBackdoorDetectedError, "scan", "not flagged"),
+    (NoFeasibleScaleError, "unlearn", "no feasible scale"),
+    (SafetyGateError, "verify", "gate refused"),
+    (HubPushError, "push", "push failed"),
+)
+
+
+class StageError(HfTbarError):
+    """An error of one stage of ``sanitize``, re-worded to name the stage; keeps the cause's exit status."""
+
+    def __init__(self, stage: str, why: str, cause: BaseException) -> None:
+        self.exit_code = getattr(cause, "exit_code", HfTbarError.exit_code)
+        self.stage = stage
+        super().__init__(f"stopped at {stage} ({why}): {cause}")
+
+
+@dataclass
+class SanitizeArguments(UnlearnArguments):
+    """What to sanitize (the ``unlearn`` arguments, trigger unknown by default) and where to publish it."""
+
+    trigger: str = field(
+        default="auto",
+        metadata={
+            "help": "'auto' (default): scan with DECREE and unlearn the inverted trigger only if flagged; a "
+            "trigger name (badnets, blended, ...) or 'known' (the --attack trigger): skip the scan."
+        },
+    )
+    repo_id: str | None = field(
+        default=None,
+        metadata={"help": "Hub repository to publish to (needed by --dry_run_dir); none: stop after saving."},
+    )
+    dry_run_dir: str | None = field(
+        default=None,
+        metadata={"help": "Write exactly what would be pushed here, without any network access."},
+    )
+    private: bool = field(default=False, metadata={"help": "Create a new repository as private."})
+    token: str | None = field(
+        default=None, metadata={"help": "Hub token; default: $HF_TOKEN or the saved login. Never printed."}
+    )
+    endpoint: str | None = field(default=None, metadata={"help": "Hub endpoint URL (default: $HF_ENDPOINT)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dry_run_dir is not None and self.repo_id is None:
+            raise ConfigError("--dry_run_dir needs --repo_id (the card and the commit are written for it)")
+
+
+DATACLASSES = (SanitizeArguments, DataArguments, TBARConfig)
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.1f}%"
+
+
+def _stage(error: BaseException) -> tuple[str, str]:
+    for kind, stage, why in STAGES:
+        if isinstance(error, kind):
+            return stage, why
+    return "prepare", "bad argument, input or output"
+
+
+def run(args: SanitizeArguments, data_args: DataArguments, config: TBARConfig) -> int:
+    """Run the stages in order; the first that fails ends the command with a line naming it."""
+    if args.dry_run_dir is not None:  # refused before minutes of work, not after them
+        check_output_dir(args.dry_run_dir, [p for p in (args.model, args.output_dir) if p], overwrite=False)
+    try:
+        done = run_tbar(args, data_args, config)
+        result = done.result
+        summary = (
+            f"ASR {_pct(result.before.attack_success_rate)} -> {_pct(result.after.attack_success_rate)}, "
+            f"CA {_pct(result.before.clean_accuracy)} -> {_pct(result.after.clean_accuracy)}"
+        )
+        scanned = "flagged by DECREE, " if result.detection is not None else "trigger given, "
+        if args.repo_id is None:
+            print(f"hf-tbar sanitize: done: {scanned}{summary}; saved to {args.output_dir} (no --repo_id)")  # noqa: T201
+            return 0
+        push = PushConfig(
+            repo_id=args.repo_id,
+            dry_run=args.dry_run_dir is not None,
+            private=True if args.private else None,
+            token=args.token,
+            force=args.force,
+            endpoint=args.endpoint,
+        )
+        pushed = push_sanitized_model(args.output_dir, push, dry_run_dir=args.dry_run_dir)
+    except (NoBackdoorDetectedError, NoFeasibleScaleError, SafetyGateError, HubPushError) as error:
+        stage, why = _stage(error)
+        raise StageError(stage, why, error) from error
+    where = (
+        f"dry run in {args.dry_run_dir}"
+        if pushed.dry_run
+        else f"pushed to {pushed.commit_url or args.repo_id}"
+    )
+    print(f"hf-tbar sanitize: done: {scanned}{summary}; {where}")  # noqa: T201
+    return 0
