@@ -161,9 +161,8 @@ def sanitized_folder(root: Path, trigger: dict) -> Path:
 
 
 @pytest.fixture
-def verify(monkeypatch):
-    """Run ``hf-tbar verify ARGS``; the command registered for the test only."""
-    monkeypatch.setitem(cli.COMMANDS, "verify", "hf_tbar.cli.verify")
+def verify():
+    """Run ``hf-tbar verify ARGS``."""
     return lambda *argv: cli.main(["verify", *map(str, argv)])
 
 
@@ -214,7 +213,8 @@ def test_a_folder_without_a_report_is_one_error_naming_it(verify, tmp_path, caps
 
 
 @pytest.mark.parametrize(
-    ("argv", "needle"), [(["--rebound_steps", "0"], "--rebound_steps"), (["--poisoned_samples", "0"], "--poisoned_samples")]
+    ("argv", "needle"),
+    [(["--rebound_steps", "0"], "--rebound_steps"), (["--poisoned_samples", "0"], "--poisoned_samples")],
 )
 def test_zero_steps_or_k_is_a_usage_error(verify, tmp_path, capsys, argv, needle):
     assert verify("--sanitized_dir", tmp_path, "--rebound", *argv) == ConfigError.exit_code

@@ -30,6 +30,7 @@ from .errors import ConfigError, DataError, ModelLoadError
 from .evaluating import Evaluating
 from .io import refuse_overlap
 from .models import ModelFamily, family_of
+from .multi import MultiUnlearning
 from .publishing import Publishing
 from .results import Detection, NoBackdoorDetectedError, UnlearningResult, run_warnings
 from .scale_search import ScaleSearchConfig
@@ -57,7 +58,7 @@ AUTO_TRIGGER = "auto"
 _STAMPING_VARIANTS = ("repair", "repair-preserving")
 
 
-class BackdoorUnlearner(VectorFitting, Evaluating, Publishing):
+class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
     """Remove a backdoor from a CLIP model by trigger-vector negation (TBAR).
 
     Args:
@@ -144,6 +145,34 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing):
         """``theta_b - scale * vector`` as a new model (the backdoored model is left untouched)."""
         return vector.apply_to(self.model, -scale)
 
+    def vector_fits(
+        self, trigger: Trigger | None, target: int, clean: ImageSet | None, found=None
+    ) -> VectorFits:
+        """The lazy fine-tunings a variant combines, for one ``(trigger, target)`` on ``clean`` images (or on
+        ``found`` poisoned images); each is fitted at most once, when the variant asks for it."""
+
+        def fit_trigger() -> TaskVector:
+            if found is not None:
+                return self.fit_trigger_vector(None, target, triggered_pixels=found.finetune)
+            return self.fit_trigger_vector(trigger, target, clean_pixels=clean)
+
+        def pool(what: str) -> ImageSet:
+            if clean is None or clean.labels is None:
+                raise DataError(
+                    f"variant {self.config.variant!r} needs labelled clean images (clean_labels) to {what}"
+                )
+            return clean
+
+        return VectorFits(
+            trigger=functools.cache(fit_trigger),
+            target_class=functools.cache(
+                lambda: self.fit_target_vector(pool("find target-class images"), None, target)
+            ),
+            repair=functools.cache(
+                lambda: self.fit_repair_vector(trigger, pool("label the triggered images"))
+            ),
+        )
+
     # ------------------------------------------------------------------ end to end
     def unlearn(
         self,
@@ -217,27 +246,7 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing):
         target = self.resolve_target(target)
         self._check_trigger_fits(trigger)
 
-        def fit_trigger() -> TaskVector:
-            if found is not None:
-                return self.fit_trigger_vector(None, target, triggered_pixels=found.finetune)
-            return self.fit_trigger_vector(trigger, target, clean_pixels=clean)
-
-        def pool(what: str) -> ImageSet:
-            if clean is None or clean.labels is None:
-                raise DataError(
-                    f"variant {self.config.variant!r} needs labelled clean images (clean_labels) to {what}"
-                )
-            return clean
-
-        fits = VectorFits(
-            trigger=functools.cache(fit_trigger),
-            target_class=functools.cache(
-                lambda: self.fit_target_vector(pool("find target-class images"), None, target)
-            ),
-            repair=functools.cache(
-                lambda: self.fit_repair_vector(trigger, pool("label the triggered images"))
-            ),
-        )
+        fits = self.vector_fits(trigger, target, clean, found)
         start = time.perf_counter()
         negated = VARIANTS[self.config.variant](fits)
         negated.metadata = {**negated.metadata, "variant": self.config.variant}

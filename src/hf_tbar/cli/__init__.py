@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "arithmetic": "hf_tbar.cli.arithmetic",
     "scan": "hf_tbar.cli.scan",
     "sanitize": "hf_tbar.cli.sanitize",
+    "verify": "hf_tbar.cli.verify",
     "bench": "hf_tbar.cli.bench",
 }
 

@@ -166,10 +166,11 @@ def run(args: VerifyArguments, data_args: DataArguments, config: ReboundConfig) 
     ]
     if args.rebound:
         n, k = min(config.clean_images, len(data.train)), config.poisoned_samples
+        kind = "target-class" if trigger.clean_label else "non-target"
         lines.append(
             f"rebound: {config.steps} steps of {config.batch_size} at lr {config.learning_rate:g} (seed "
-            f"{config.seed}) on {n} clean train images; the poisoned run adds {k} triggered copies of {k} of "
-            f"them labelled {target} (poisoned share {k / (n + k):.1%})"
+            f"{config.seed}) on {n} clean train images; the poisoned run adds {k} triggered copies of {k} "
+            f"{kind} ones labelled {target} (poisoned share {k / (n + k):.1%})"
         )
     print("\n".join([*lines, format_table(rows)]))  # noqa: T201 - console output of the CLI itself
     return 0

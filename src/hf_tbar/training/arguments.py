@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 from ..errors import ConfigError
 
-__all__ = ["MIXED_PRECISION", "CheckpointArguments", "FinetuneConfig"]
+__all__ = ["MIXED_PRECISION", "NOT_COMPUTED", "CheckpointArguments", "FinetuneConfig", "LoggingArguments"]
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
 MIXED_PRECISION: tuple[str, ...] = get_args(MixedPrecision)
@@ -74,7 +74,45 @@ class CheckpointArguments:
 
 
 @dataclass
-class FinetuneConfig(CheckpointArguments):
+class LoggingArguments:
+    """Where the loss goes besides the progress bar: the log every ``logging_steps``, and experiment trackers."""
+
+    logging_steps: int = field(
+        default=10,
+        metadata={"help": "Log the loss (and send it to --report_to) every this many optimizer steps."},
+    )
+    report_to: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Experiment trackers, as Accelerate's log_with: tensorboard, wandb, mlflow, ... (each must be "
+            "installed); none by default."
+        },
+    )
+    logging_dir: str | None = field(
+        default=None, metadata={"help": "Folder of the trackers' local files (tensorboard); default: ./runs."}
+    )
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.logging_steps, bool)
+            or not isinstance(self.logging_steps, int)
+            or self.logging_steps < 1
+        ):
+            raise ConfigError(f"logging_steps must be a positive int, got {self.logging_steps!r}")
+        if isinstance(self.report_to, str):
+            self.report_to = [self.report_to]
+        self.report_to = [name for name in self.report_to if name != "none"]
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        unknown = [name for name in self.report_to if name not in LOGGER_TYPE_TO_CLASS and name != "all"]
+        if unknown:
+            raise ConfigError(
+                f"report_to: unknown tracker(s) {unknown}; known: {sorted(LOGGER_TYPE_TO_CLASS)}"
+            )
+
+
+@dataclass
+class FinetuneConfig(LoggingArguments, CheckpointArguments):
     """Optimisation settings of a fine-tuning run (AdamW, linear warm-up then cosine decay)."""
 
     steps: int = field(default=50, metadata={"help": "Optimizer steps.", "aliases": ["--max_steps"]})
@@ -95,10 +133,25 @@ class FinetuneConfig(CheckpointArguments):
     mixed_precision: MixedPrecision = field(
         default="no", metadata={"help": "Accelerate mixed precision (fp16 and bf16 need a GPU to be faster)."}
     )
+    bf16: bool = field(
+        default=False, metadata={"help": "Same as --mixed_precision bf16 (TrainingArguments' name)."}
+    )
+    fp16: bool = field(
+        default=False, metadata={"help": "Same as --mixed_precision fp16 (TrainingArguments' name)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of shuffling, augmentation and initialisation."})
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        LoggingArguments.__post_init__(self)
+        CheckpointArguments.__post_init__(self)
+        for flag in ("bf16", "fp16"):
+            if getattr(self, flag):
+                if self.mixed_precision not in ("no", flag) or (self.bf16 and self.fp16):
+                    raise ConfigError(
+                        f"--{flag} contradicts mixed_precision {self.mixed_precision!r}"
+                        + (" and --fp16" if self.bf16 and self.fp16 else "")
+                    )
+                self.mixed_precision = flag
         for name in ("steps", "batch_size", "gradient_accumulation_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -125,3 +178,9 @@ class FinetuneConfig(CheckpointArguments):
         return FinetuneConfig(
             **{**{name: getattr(self, name) for name in names}, **({"steps": steps} if steps else {})}
         )
+
+
+#: Fields that change where results go, not what is computed: left out of a run's checkpoint fingerprint.
+NOT_COMPUTED: tuple[str, ...] = tuple(
+    f.name for cls in (CheckpointArguments, LoggingArguments) for f in fields(cls)
+)

@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from ..errors import InputError
-from .arguments import CheckpointArguments, FinetuneConfig
+from .arguments import NOT_COMPUTED, FinetuneConfig
 from .batches import BatchStream
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ logger = logging.getLogger(__name__)
 STATE_NAME = "hf_tbar_state.json"
 RUN_NAME = "run.json"
 _STEP = re.compile(r"step-(\d{6,})")
-# The checkpointing options (CheckpointArguments' fields) do not change what is computed, so they are left
-# out of a run's fingerprint.
-CHECKPOINT_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(CheckpointArguments))
+# The checkpointing and logging options do not change what is computed, so they are left out of a run's
+# fingerprint.
+CHECKPOINT_OPTIONS: tuple[str, ...] = NOT_COMPUTED
 
 
 class CheckpointLoadError(InputError):

@@ -10,6 +10,7 @@ import copy
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError
 from .arguments import FinetuneConfig
 from .batches import BatchStream
 from .checkpoints import RunCheckpoints, describe_run
@@ -90,8 +92,11 @@ def run_training(
             num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False
         ),
         mixed_precision=config.mixed_precision,
+        **_tracking(config),
     )
     _check_launch(accelerator)
+    if config.report_to:
+        accelerator.init_trackers(re.sub(r"[^A-Za-z0-9_.-]+", "-", desc).strip("-") or "training")
     set_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
@@ -143,17 +148,44 @@ def run_training(
         losses.append(step_loss)
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}")
+        if len(losses) % config.logging_steps == 0 or len(losses) == config.steps:
+            logger.info("%s: step %d/%d, loss %.4f", desc, len(losses), config.steps, step_loss)
+            if config.report_to:
+                lr = scheduler.get_last_lr()[0]
+                accelerator.log({"loss": step_loss, "learning_rate": lr}, step=len(losses))
         if checkpoints is not None and checkpoints.due(len(losses)):
             checkpoints.save(len(losses), losses, batches, scheduler)
         if stop_when is not None and stop_when(len(losses), step_loss):
             break
     bar.close()
+    if config.report_to:
+        accelerator.end_training()
     prepared.eval()
     if sharded:
         _load_full_weights(prepared, module)
     accelerator.wait_for_everyone()
     logger.info("%s: %d steps, final loss %.4f", desc, len(losses), losses[-1])
     return losses
+
+
+def _tracking(config: FinetuneConfig) -> dict:
+    """``Accelerator`` arguments of ``config.report_to`` (none without trackers).
+
+    Raises:
+        ConfigError: a tracker named in ``report_to`` is not installed.
+    """
+    if not config.report_to:
+        return {}
+    from accelerate.tracking import get_available_trackers
+
+    available = {str(getattr(t, "value", t)) for t in get_available_trackers()}
+    missing = [name for name in config.report_to if name != "all" and name not in available]
+    if missing:
+        raise ConfigError(
+            f"report_to: {', '.join(missing)} is not installed (pip install {' '.join(missing)}); "
+            f"installed trackers: {sorted(available) or 'none'}"
+        )
+    return {"log_with": list(config.report_to), "project_dir": config.logging_dir or "runs"}
 
 
 def _fsdp_copy(module: nn.Module, parameters: list[nn.Parameter]) -> tuple[nn.Module, list[nn.Parameter]]:

@@ -1,0 +1,92 @@
+"""Two backdoors in one model, removed at once: one trigger vector each, scales chosen jointly.
+
+The embedded tiny CLIP is fine-tuned once on a training split poisoned twice: BadNets (10%) driving to class
+0 and Blended (10%) driving to class 1 (the Blended recipe's 600 steps at 2e-4). TBAR then fits one vector per
+attack (the seed paper's plain trigger vector, and hf_tbar's repair-preserving variant) (300 triggered images each, the defaults) and chooses the two negation scales by a
+coordinate search on validation data (CA >= 0.95 x the backdoored CA), and the result is verified on the
+test split with each trigger. Target (issue): both ASRs <= 5% with CA retention >= 95%.
+
+    python benchmarks/multi_backdoor.py --variants plain repair-preserving
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from hf_tbar import BackdoorUnlearner, TBARConfig, embedded_scenario
+from hf_tbar.attacks import poison_dataset
+from hf_tbar.data import load_embedded_dataset
+from hf_tbar.io import atomic_output_dir
+from hf_tbar.loading import load_model
+from hf_tbar.training.backdoor import BackdoorConfig, backdoor_clip
+from hf_tbar.training.pretrain import PretrainConfig, pretrained_clip_path
+
+ROOT = Path(__file__).resolve().parent.parent
+ATTACKS = (("badnets", 0), ("blended", 1))
+
+
+def recipes() -> list[BackdoorConfig]:
+    """The two attacks' recipes (seeds differ so that the poisoned rows differ)."""
+    return [
+        BackdoorConfig.for_attack(attack, target=target, seed=i) for i, (attack, target) in enumerate(ATTACKS)
+    ]
+
+
+def two_backdoor_model(folder: Path) -> Path:
+    """The clean tiny CLIP fine-tuned on a split poisoned by both attacks (cached in ``folder``)."""
+    if (folder / "config.json").is_file():
+        return folder
+    pretrain = PretrainConfig()
+    dataset, task = load_embedded_dataset(pretrain.dataset, image_size=pretrain.architecture.image_size)
+    first, second = recipes()
+    train = poison_dataset(
+        dataset["train"], first.trigger(), first.target, first.poison_rate, seed=first.seed
+    )
+    model, processor = load_model(pretrained_clip_path(pretrain))
+    # backdoor_clip poisons with the second trigger and fine-tunes on rows carrying either
+    backdoor_clip(model, processor, task, train.remove_columns("poisoned"), second)
+    with atomic_output_dir(folder, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs/benchmarks/multi_backdoor")
+    parser.add_argument("--set_size", type=int, default=300, help="Triggered images per trigger vector.")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["plain", "repair-preserving"],
+        help="Vector variants (hf_tbar.variants).",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    start = time.perf_counter()
+    path = two_backdoor_model(args.work_dir / "model")
+    built = time.perf_counter() - start
+    base = embedded_scenario("badnets")  # the embedded splits (its models are not used)
+    pairs = [(recipe.trigger(), recipe.target) for recipe in recipes()]
+    for variant in args.variants:
+        config = TBARConfig(unlearning_set_size=args.set_size, variant=variant)
+        unlearner = BackdoorUnlearner(path, task=base.task, config=config)
+        start = time.perf_counter()
+        result = unlearner.unlearn_many(pairs, base.train, base.validation, base.test)
+        print(f"\nvariant {variant}:\n{result.table()}")  # noqa: T201
+        print(  # noqa: T201
+            f"CA {100 * result.before[0].clean_accuracy:.1f}% -> {100 * result.after[0].clean_accuracy:.1f}% "
+            f"(retention {100 * result.ca_retention:.1f}%), {result.evaluations} validation evaluations, "
+            f"{time.perf_counter() - start:.0f} s (model built in {built:.0f} s); target-class accuracy after: "
+            + ", ".join(
+                f"class {t}: {100 * r.target_class_accuracy:.1f}%"
+                for t, r in zip(result.targets, result.after)
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
