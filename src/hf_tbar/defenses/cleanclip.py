@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 from transformers import CLIPModel
@@ -24,36 +23,9 @@ from ..data.pixels import normalize_pixels
 from ..models import family_of
 from ..training.augment import random_affine
 from ..training.loop import FinetuneConfig, run_training
+from ..training.losses import contrastive_loss
 from ..zeroshot import encode_images, encode_texts, unwrap_clip
 from .base import DefenseConfig, DefenseData, DefenseResult, register_defense
-
-
-def contrastive_loss(
-    a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float, groups: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Symmetric InfoNCE between two batches of L2-normalised embeddings ``(B, D)``.
-
-    Args:
-        a: Embeddings of one view / modality.
-        b: Embeddings of the other, row ``i`` paired with ``a[i]``.
-        scale: Inverse temperature (CLIP's ``logit_scale.exp()``).
-        groups: Optional ``(B,)`` ids: ``a[i]`` and ``b[j]`` count as a positive pair whenever
-            ``groups[i] == groups[j]`` (targets spread uniformly over them). ``None``: only ``i == j``.
-
-    Returns:
-        The mean of the ``a -> b`` and ``b -> a`` cross-entropies.
-    """
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(
-            f"a and b must be (B, D) of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
-    logits = scale * a @ b.T
-    if groups is None:
-        targets = torch.arange(len(a), device=a.device)
-        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-    same = (groups[:, None] == groups[None, :]).to(logits.dtype)  # symmetric: one target matrix serves both
-    targets = same / same.sum(dim=1, keepdim=True)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
 def caption_pairs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -116,11 +117,16 @@ def pretrain_clip(
     return save_clip(model, processor, output_dir)
 
 
+def cached_checkpoint(kind: str, key: str, build: Callable[[Path], object]) -> Path:
+    """``<cache>/<kind>/<key>``, built there by ``build(path)`` on first use (the folder is written atomically)."""
+    path = cache_dir() / kind / key
+    if not (path / "config.json").is_file():
+        logger.info("no cached %s CLIP for this recipe; training into %s", kind, path)
+        build(path)
+    return path
+
+
 def pretrained_clip_path(config: PretrainConfig | None = None) -> Path:
     """Path of the cached clean tiny CLIP for ``config``; trains and caches it on first use."""
     config = config or PretrainConfig()
-    path = cache_dir() / "clean" / config.cache_key()
-    if not (path / "config.json").is_file():
-        logger.info("no cached clean CLIP for this recipe; pretraining into %s", path)
-        pretrain_clip(config, path)
-    return path
+    return cached_checkpoint("clean", config.cache_key(), lambda path: pretrain_clip(config, path))
