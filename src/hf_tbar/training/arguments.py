@@ -180,6 +180,13 @@ class FinetuneConfig(LoggingArguments, CheckpointArguments):
         )
 
 
+def finetune_config_of(recipe: object, **overrides) -> FinetuneConfig:
+    """The :class:`FinetuneConfig` of a training recipe (pretraining, backdooring): its fields that
+    FinetuneConfig has, with ``overrides``; validated (a bad value is named)."""
+    names = [f.name for f in fields(FinetuneConfig) if hasattr(recipe, f.name)]
+    return FinetuneConfig(**{**{name: getattr(recipe, name) for name in names}, **overrides})
+
+
 #: Fields that change where results go, not what is computed: left out of a run's checkpoint fingerprint.
 NOT_COMPUTED: tuple[str, ...] = tuple(
     f.name for cls in (CheckpointArguments, LoggingArguments) for f in fields(cls)

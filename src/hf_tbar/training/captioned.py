@@ -16,8 +16,9 @@ from ..data.pixels import normalize_pixels
 from ..io import recipe_hash
 from ..tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head, encode_images, encode_texts
+from .arguments import FinetuneConfig, finetune_config_of
 from .augment import random_affine
-from .loop import FinetuneConfig, run_training
+from .loop import run_training
 from .losses import contrastive_loss
 from .pretrain import cached_checkpoint
 
@@ -42,15 +43,11 @@ class CaptionPretrainConfig:
     augment: bool = field(default=False, metadata={"help": "Random affine jitter of the images."})
     seed: int = field(default=0, metadata={"help": "Seed of the scenes, captions, init and shuffling."})
 
+    def __post_init__(self) -> None:
+        self.finetune_config()  # a bad optimisation value is named here, not after the data is generated
+
     def finetune_config(self) -> FinetuneConfig:
-        return FinetuneConfig(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            warmup_steps=self.warmup_steps,
-            seed=self.seed,
-        )
+        return finetune_config_of(self)
 
     def cache_key(self) -> str:
         return recipe_hash({"kind": "captioned-pretrain", "version": 1, **asdict(self)})

@@ -17,8 +17,9 @@ from ..errors import ConfigError
 from ..io import cache_dir, recipe_hash
 from ..tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
 from ..zeroshot import class_embeddings, encode_images
+from .arguments import FinetuneConfig, finetune_config_of
 from .augment import random_affine
-from .loop import FinetuneConfig, run_training
+from .loop import run_training
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +45,7 @@ class PretrainConfig:
         self.finetune_config()
 
     def finetune_config(self) -> FinetuneConfig:
-        return FinetuneConfig(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            warmup_steps=self.warmup_steps,
-            seed=self.seed,
-        )
+        return finetune_config_of(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
