@@ -7,6 +7,7 @@ coordinate search on validation data (CA >= 0.95 x the backdoored CA), and the r
 test split with each trigger. Target (issue): both ASRs <= 5% with CA retention >= 95%.
 
     python benchmarks/multi_backdoor.py --variants plain repair-preserving
+    python benchmarks/multi_backdoor.py --variants repair-preserving --steps 100
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs/benchmarks/multi_backdoor")
     parser.add_argument("--set_size", type=int, default=300, help="Triggered images per trigger vector.")
+    parser.add_argument("--steps", type=int, default=30, help="Fine-tuning steps of each vector (TBAR's 30).")
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -72,7 +74,7 @@ def main() -> None:
     base = embedded_scenario("badnets")  # the embedded splits (its models are not used)
     pairs = [(recipe.trigger(), recipe.target) for recipe in recipes()]
     for variant in args.variants:
-        config = TBARConfig(unlearning_set_size=args.set_size, variant=variant)
+        config = TBARConfig(unlearning_set_size=args.set_size, variant=variant, steps=args.steps)
         unlearner = BackdoorUnlearner(path, task=base.task, config=config)
         start = time.perf_counter()
         result = unlearner.unlearn_many(pairs, base.train, base.validation, base.test)

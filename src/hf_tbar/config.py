@@ -73,6 +73,13 @@ class TBARConfig(FinetuneConfig):
     preserve_set_size: int = field(
         default=30, metadata={"help": "Clean target-class images used by the target-preserving variant."}
     )
+    target_captions: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "With image-caption unlearning data: the captions a triggered image is fine-tuned to match "
+            "(default: the task's prompt templates filled with the target's class name, 'a photo of a banana.')."
+        },
+    )
 
     def __post_init__(self) -> None:
         from .variants import VARIANTS
@@ -92,6 +99,13 @@ class TBARConfig(FinetuneConfig):
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if not self.lora_target_modules:
             raise ConfigError("lora_target_modules must name at least one module")
+        if self.target_captions is not None and (
+            isinstance(self.target_captions, str)
+            or not all(isinstance(c, str) and c.strip() for c in self.target_captions)
+        ):
+            raise ConfigError(
+                f"target_captions must be a list of non-empty captions, got {self.target_captions!r}"
+            )
         if not isinstance(self.gradient_checkpointing, bool):
             raise ConfigError(
                 f"gradient_checkpointing must be True or False, got {self.gradient_checkpointing!r}"

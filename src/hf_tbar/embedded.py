@@ -34,6 +34,8 @@ class EmbeddedScenario:
     train: Split
     validation: Split
     test: Split
+    #: One caption per ``train`` image in the captioned world (image-caption data), else ``None``.
+    train_captions: list[str] | None = None
 
 
 def embedded_scenario(

@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedModel
@@ -68,6 +69,7 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
         config: Trigger fine-tuning settings and variant.
         device: Where evaluation runs; fine-tuning goes through Accelerate's device placement.
         image_column / label_column: Columns read when images are given as a ``datasets.Dataset``.
+        caption_column: Column of captions of a clean dataset (the vectors are then fitted contrastively).
 
     The input model is never modified: fine-tuning and negation work on copies.
 
@@ -89,6 +91,7 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
         device: str | torch.device | None = None,
         image_column: str = "image",
         label_column: str = "label",
+        caption_column: str | None = None,
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
             self.source = str(model)
@@ -125,6 +128,8 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
         self.task = task
         self.config = config or TBARConfig()
         self.columns = {"image_column": image_column, "label_column": label_column}
+        if caption_column is not None:
+            self.columns["caption_column"] = caption_column
         if self.config.checkpoint_dir is not None:  # training checkpoints must never land in the input model
             refuse_overlap(self.config.checkpoint_dir, [self.source])
         self.head = build_zero_shot_head(self.model, processor.tokenizer, task)
@@ -157,6 +162,8 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
             return self.fit_trigger_vector(trigger, target, clean_pixels=clean)
 
         def pool(what: str) -> ImageSet:
+            if clean is not None and clean.captions is not None:  # the contrastive route reads captions
+                return clean
             if clean is None or clean.labels is None:
                 raise DataError(
                     f"variant {self.config.variant!r} needs labelled clean images (clean_labels) to {what}"
@@ -186,6 +193,7 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
         decree: DecreeConfig | None = None,
         force: bool = False,
         poisoned: Images | None = None,
+        clean_captions: Sequence[str] | None = None,
     ) -> UnlearningResult:
         """Run TBAR: fit the trigger vector, apply the variant, select the scale, verify.
 
@@ -204,6 +212,8 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
             poisoned: Images already carrying the trigger (found in the wild), with ``trigger=None``: they are
                 split (seeded) into the unlearning set and held-out parts whose share classified as the
                 target is the ASR used to select and verify the scale.
+            clean_captions: One caption per image of ``clean_pixels`` when they are a tensor (a dataset's come
+                from ``caption_column``): the vectors are then fitted with CLIP's contrastive loss.
 
         Raises:
             NoBackdoorDetectedError: ``trigger="auto"`` and DECREE did not flag the model (unless ``force``).
@@ -213,11 +223,7 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
         timings: dict[str, float] = {}
         detection, found = None, None
         self.fit_losses = {}
-        clean = None
-        if clean_pixels is not None:
-            clean = self._images(
-                clean_pixels if clean_labels is None else (clean_pixels, clean_labels), "clean images"
-            )
+        clean = self._clean_set(clean_pixels, clean_labels, clean_captions)
         if trigger is None:
             if poisoned is None:
                 raise ConfigError("give a trigger, trigger='auto', or poisoned images found as they are")

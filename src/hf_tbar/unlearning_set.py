@@ -34,6 +34,16 @@ def draw(pool_size: int, size: int, seed: int, what: str = "unlearning set") -> 
     return torch.randperm(pool_size, generator=generator)[: min(size, pool_size)]
 
 
+def stamp(pixels: torch.Tensor, trigger: Trigger) -> torch.Tensor:
+    """``trigger`` on ``pixels`` ``(n, 3, H, W)``; a :class:`DataError` when it changed no image at all."""
+    triggered = trigger(pixels)
+    if torch.equal(triggered, pixels):
+        raise DataError(
+            f"the trigger {trigger.describe()} left every image unchanged: the set carries no trigger"
+        )
+    return triggered
+
+
 def make_unlearning_set(
     clean_pixels: torch.Tensor | ImageSet | Dataset,
     trigger: Trigger,
@@ -57,11 +67,7 @@ def make_unlearning_set(
     pool = as_image_set(clean_pixels, name="clean images")
     order = draw(len(pool), size, seed)
     chosen, chosen_labels = pool.select(order.tolist()).tensors()
-    triggered = trigger(chosen)
-    if torch.equal(triggered, chosen):
-        raise DataError(
-            f"the trigger {trigger.describe()} left every image unchanged: the set carries no trigger"
-        )
+    triggered = stamp(chosen, trigger)
     if true_labels is True:
         if chosen_labels is None:
             raise DataError("the clean images have no labels to keep as the repair set's labels")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Sequence
 
 import torch
 from datasets import Dataset
@@ -17,7 +18,8 @@ from transformers import PreTrainedModel
 
 from .adapter import low_rank_of
 from .attacks.base import Trigger
-from .data.images import ImageSet, as_image_set
+from .caption_fitting import CaptionVectorFitting
+from .data.images import ImageSet, TensorImages, as_image_set
 from .data.pixels import validate_labels, validate_pixels
 from .errors import DataError
 from .memory import release_memory
@@ -30,6 +32,8 @@ from .unlearning_set import make_unlearning_set
 logger = logging.getLogger(__name__)
 
 Images = torch.Tensor | ImageSet | Dataset
+#: ``objective(copy) -> (module to train, loss(module, batch))``.
+Objective = Callable[[PreTrainedModel], tuple[torch.nn.Module, Callable]]
 
 
 def loss_did_not_fall(losses: list[float], share: float = 0.9) -> bool:
@@ -61,11 +65,17 @@ def enable_checkpointing(model: PreTrainedModel) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-class VectorFitting:
-    """The trigger, target-class and repair vectors of TBAR (mixin of ``BackdoorUnlearner``)."""
+class VectorFitting(CaptionVectorFitting):
+    """The trigger, target-class and repair vectors of TBAR (mixin of ``BackdoorUnlearner``); with captioned
+    clean images, the contrastive route of :class:`~hf_tbar.caption_fitting.CaptionVectorFitting`."""
 
-    def _finetune_vector(self, pixels: torch.Tensor, labels: torch.Tensor, desc: str) -> TaskVector:
-        """Fine-tune a copy of the vision tower on ``(pixels, labels)``; return the weight difference.
+    def _finetune_vector(
+        self, dataset: TensorDataset, desc: str, objective: Objective | None = None
+    ) -> TaskVector:
+        """Fine-tune a copy of the vision tower on ``dataset``; return the weight difference.
+
+        ``objective(copy) -> (module, loss)`` says what is trained and how; the default is the zero-shot
+        head's cross-entropy on ``(pixels, labels)`` rows.
 
         The vector's metadata holds ``losses`` (per optimizer step); a warning is logged when the loss did not
         fall, since the vector then hardly holds the trigger (raise ``learning_rate`` or ``steps``).
@@ -73,7 +83,7 @@ class VectorFitting:
         cfg = self.config
         frozen = {name: param.requires_grad for name, param in self.model.named_parameters()}
         try:
-            losses, vector = self._train_copy(pixels, labels, desc)
+            losses, vector = self._train_copy(dataset, desc, objective)
         finally:  # the copy shares frozen tensors with self.model: give them back their flags
             for name, param in self.model.named_parameters():
                 param.requires_grad_(frozen[name])
@@ -93,7 +103,7 @@ class VectorFitting:
         return vector
 
     def _train_copy(
-        self, pixels: torch.Tensor, labels: torch.Tensor, desc: str
+        self, dataset: TensorDataset, desc: str, objective: Objective | None
     ) -> tuple[list[float], TaskVector]:
         """Train a working copy of the model; only the tensors training changes are copied (all of the vision
         tower in mode ``full``, none in mode ``lora``, whose base weights stay frozen)."""
@@ -114,14 +124,8 @@ class VectorFitting:
             params = [p for p in work.parameters() if p.requires_grad]
         else:
             params = vision_parameters(work)
-        losses = run_training(
-            self.classifier(work),
-            params,
-            TensorDataset(pixels, labels),
-            classification_loss,
-            cfg.finetune_config(),
-            desc=desc,
-        )
+        module, loss = objective(work) if objective else (self.classifier(work), classification_loss)
+        losses = run_training(module, params, dataset, loss, cfg.finetune_config(), desc=desc)
         if cfg.mode == "lora":
             vector = TaskVector.from_peft_model(work, metadata={"mode": "lora"})
             vector.low_rank = low_rank_of(work, lora)
@@ -149,9 +153,10 @@ class VectorFitting:
         if triggered_pixels is None:
             if trigger is None or clean_pixels is None:
                 raise DataError("give clean_pixels and a trigger to stamp, or triggered_pixels")
-            pixels, labels = make_unlearning_set(
-                self._images(clean_pixels, "clean images"), trigger, target, size, seed
-            )
+            pool = self._images(clean_pixels, "clean images")
+            if pool.captions is not None:
+                return self.fit_captioned_trigger_vector(trigger, target, pool)
+            pixels, labels = make_unlearning_set(pool, trigger, target, size, seed)
         else:
             found = self._images(triggered_pixels, "triggered images")
             if len(found) == 0:
@@ -162,7 +167,9 @@ class VectorFitting:
                 )
             pixels, _ = found.tensors()
             labels = torch.full((len(pixels),), target, dtype=torch.long)
-        vector = self._finetune_vector(pixels, labels, desc=f"trigger fine-tuning ({self.config.mode})")
+        vector = self._finetune_vector(
+            TensorDataset(pixels, labels), desc=f"trigger fine-tuning ({self.config.mode})"
+        )
         vector.metadata.update(
             {
                 "kind": "trigger",
@@ -178,13 +185,14 @@ class VectorFitting:
         of ``target`` (``labels`` are those of ``clean_pixels``; ``None`` when an image set carries them)."""
         target = self.task.check_label(target)
         pool = self._images(clean_pixels if labels is None else (clean_pixels, labels), "clean images")
+        if pool.captions is not None:
+            return self.fit_captioned_target_vector(pool, target)
         chosen = torch.nonzero(pool.require_labels() == target).flatten()[: self.config.preserve_set_size]
         if len(chosen) == 0:
             raise DataError(f"no clean image of the target class {target} to fit a target-class vector")
         pixels, _ = pool.select(chosen.tolist()).tensors()
-        vector = self._finetune_vector(
-            pixels, torch.full((len(pixels),), target, dtype=torch.long), desc="target-class fine-tuning"
-        )
+        labels = torch.full((len(pixels),), target, dtype=torch.long)
+        vector = self._finetune_vector(TensorDataset(pixels, labels), desc="target-class fine-tuning")
         vector.metadata.update({"kind": "target-class", "target": target, "images": len(pixels)})
         return vector
 
@@ -201,18 +209,46 @@ class VectorFitting:
         pool = self._images(
             clean_pixels if clean_labels is None else (clean_pixels, clean_labels), "clean images"
         )
+        if pool.captions is not None:
+            return self.fit_captioned_repair_vector(trigger, pool)
         validate_labels(pool.require_labels(), self.task.num_classes, "clean labels")
         cfg = self.config
         pixels, labels = make_unlearning_set(
             pool, trigger, 0, cfg.unlearning_set_size, cfg.seed, true_labels=True
         )
-        vector = self._finetune_vector(pixels, labels, desc=f"repair fine-tuning ({self.config.mode})")
+        vector = self._finetune_vector(
+            TensorDataset(pixels, labels), desc=f"repair fine-tuning ({self.config.mode})"
+        )
         vector.metadata.update(
             {"kind": "repair", "unlearning_set_size": len(labels), "trigger": trigger.to_dict()}
         )
         return vector
 
-    def _images(self, data: Images | tuple, name: str) -> ImageSet:
-        """``data`` as an image set read through this model's processor, its labels checked."""
-        images = as_image_set(data, self.processor, name=name, **self.columns)
+    def _clean_set(
+        self, pixels: Images | None, labels: torch.Tensor | None, captions: Sequence[str] | None
+    ) -> ImageSet | None:
+        """The clean images of :meth:`~hf_tbar.BackdoorUnlearner.unlearn` as one image set (``None``: none
+        given), with their captions: ``captions`` for a tensor, ``caption_column`` for a dataset."""
+        if captions is not None:
+            if not isinstance(pixels, torch.Tensor):
+                raise DataError(
+                    "clean_captions go with clean_pixels given as a tensor; a dataset's come from caption_column"
+                )
+            images = TensorImages(pixels, labels, "clean images", captions=captions)
+            return images.check(self.task.num_classes, self.image_size)
+        if pixels is None:
+            return None
+        return self._images(pixels if labels is None else (pixels, labels), "clean images", captions=True)
+
+    def _images(self, data: Images | tuple, name: str, captions: bool = False) -> ImageSet:
+        """``data`` as an image set read through this model's processor, its labels checked; with
+        ``captions``, a dataset's caption column (``caption_column``) is read too, and its label column only
+        if it has one."""
+        columns = dict(self.columns)
+        caption_column = columns.pop("caption_column", None) if captions else None
+        columns.pop("caption_column", None)
+        if caption_column is not None and isinstance(data, Dataset):
+            if columns["label_column"] not in data.column_names:
+                columns["label_column"] = None
+        images = as_image_set(data, self.processor, name=name, caption_column=caption_column, **columns)
         return images.check(self.task.num_classes, self.image_size)

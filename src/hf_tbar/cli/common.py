@@ -18,6 +18,7 @@ from ..attacks import TRIGGERS, build_trigger
 from ..attacks.base import Trigger
 from ..config import TBARConfig
 from ..data.arguments import DataArguments
+from ..data.caption_data import load_caption_data
 from ..data.images import DatasetImages
 from ..data.loader import load_image_folder
 from ..data.task_data import TaskData, load_task_data, resolve_target
@@ -202,7 +203,11 @@ def split_label(data: TaskData, role: str) -> str:
 
 
 def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfig) -> Run:
-    """Check every output, load the model and the data, run TBAR, save the sanitized folder."""
+    """Check every output, load the model and the data, run TBAR, save the sanitized folder.
+
+    A :class:`~hf_tbar.data.caption_data.CaptionDataArguments` naming captions makes the unlearning set
+    image-caption data (recorded as ``data["unlearning_set"]`` in the report).
+    """
     inputs = [args.model] if args.model else []
     check_output_dir(args.output_dir, inputs, overwrite=args.overwrite)  # before minutes of work
     if args.adapter_dir is not None:
@@ -215,6 +220,7 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
     if config.checkpoint_dir is not None:
         refuse_overlap(config.checkpoint_dir, inputs + [args.output_dir])
     data = load_task_data(data_args)  # the data are checked before any model is loaded or built
+    captions = load_caption_data(data_args, data)  # image-caption unlearning set (CaptionDataArguments)
     embedded = None
     if args.model is None:  # the embedded story: build (or reuse) the backdoored tiny CLIP of --attack
         from ..embedded import embedded_scenario
@@ -228,6 +234,7 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
         config=config,
         image_column=data.image_column,
         label_column=data.label_column,
+        caption_column=captions.caption_column if captions is not None else None,
     )
     splits = {
         name: DatasetImages(
@@ -244,7 +251,7 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
     result = unlearner.unlearn(
         trigger=trigger,
         target=target,
-        clean_pixels=splits["train"],
+        clean_pixels=captions.images(unlearner.processor) if captions is not None else splits["train"],
         validation=splits["validation"],
         test=splits["test"],
         search=args.search_config(),
@@ -252,6 +259,8 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
         poisoned=poisoned,
     )
     result.data.update(data.provenance)
+    if captions is not None:  # the unlearning set: image-caption rows, fitted with the contrastive loss
+        result.data["unlearning_set"] = {**captions.provenance, "target_captions": config.target_captions}
     state = PartialState()  # after training, so it shares the Accelerator's state
     if state.is_main_process:  # under accelerate launch / torchrun, one process writes the folder
         fields = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ..config import TBARConfig
 from ..data.arguments import DataArguments
@@ -17,6 +18,14 @@ HELP = "Offline demo: build a tiny CLIP, backdoor it, remove the backdoor with T
 
 @dataclass
 class DemoArguments:
+    world: Literal["digits", "captions"] = field(
+        default="digits",
+        metadata={
+            "help": "'digits': the tiny CLIP of the bundled digits, backdoored by fine-tuning (seconds); "
+            "'captions': a tiny CLIP pretrained on image-caption pairs and poisoned through 1%% of them, "
+            "sanitized with the contrastive loss (about 10 minutes the first time, cached after)."
+        },
+    )
     attack: str = field(default="badnets", metadata={"help": "Attack to implant and remove."})
     output_dir: str = field(
         default="outputs/demo", metadata={"help": "Where the sanitized model and report go."}
@@ -39,6 +48,10 @@ DATACLASSES = (DemoArguments,)
 
 
 def run(demo: DemoArguments) -> int:
+    if demo.world == "captions":
+        from .demo_captions import run_captions
+
+        return run_captions(demo)
     start = time.perf_counter()
     earlier_demo = (Path(demo.output_dir) / REPORT_FILE).is_file()
     args = UnlearnArguments(

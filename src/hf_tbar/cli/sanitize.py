@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ..config import TBARConfig
 from ..data.arguments import DataArguments
+from ..data.caption_data import CaptionDataArguments
 from ..errors import ConfigError, HfTbarError
 from ..hub import PushConfig, push_sanitized_model
 from ..hub.gate import SafetyGateError
@@ -82,7 +83,7 @@ class SanitizeArguments(UnlearnArguments):
             raise ConfigError("--dry_run_dir needs --repo_id (the card and the commit are written for it)")
 
 
-DATACLASSES = (SanitizeArguments, DataArguments, TBARConfig)
+DATACLASSES = (SanitizeArguments, CaptionDataArguments, TBARConfig)
 
 
 def _pct(share: float | None) -> str:

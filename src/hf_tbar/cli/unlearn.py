@@ -7,20 +7,22 @@ Examples::
     hf-tbar unlearn --model me/clip --dataset_name food101 --target 0 --trigger image-patch \\
         --trigger_image patch.png --trigger_position random --mode lora
     hf-tbar unlearn --model me/clip --dataset_name cifar10 --poisoned_images found/ --target airplane
+    hf-tbar unlearn --model me/clip --dataset_name food101 --caption_dataset ./captioned_photos \\
+        --target_captions "a photo of a pizza." --target pizza --trigger badnets   # image-caption unlearning set
     hf-tbar unlearn --attack blended --trigger auto      # the embedded model, trigger reverse-engineered
 """
 
 from __future__ import annotations
 
 from ..config import TBARConfig
-from ..data.arguments import DataArguments
+from ..data.caption_data import CaptionDataArguments
 from .common import UnlearnArguments, format_table, run_tbar
 
 HELP = "Remove a backdoor with TBAR (known, image or found trigger, or --trigger auto) and save a CLIPModel folder."
-DATACLASSES = (UnlearnArguments, DataArguments, TBARConfig)
+DATACLASSES = (UnlearnArguments, CaptionDataArguments, TBARConfig)
 
 
-def run(args: UnlearnArguments, data_args: DataArguments, config: TBARConfig) -> int:
+def run(args: UnlearnArguments, data_args: CaptionDataArguments, config: TBARConfig) -> int:
     done = run_tbar(args, data_args, config)
     result, unlearner = done.result, done.unlearner
     rows = [("backdoored", result.before), (f"TBAR (scale {result.selection.scale:.2f})", result.after)]

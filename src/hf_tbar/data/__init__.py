@@ -5,6 +5,7 @@
 | ``embedded`` | datasets shipped with hf_tbar, and :class:`TaskSpec` (class names + prompt templates) |
 | ``arguments`` | :class:`DataArguments`: which dataset, columns, splits, caps, class names, templates |
 | ``sources`` | the registry of data sources (embedded, save_to_disk, imagefolder, parquet/arrow, Hub) |
+| ``caption_data`` | :class:`CaptionDataArguments` / :func:`load_caption_data`: an image-caption unlearning set |
 | ``task_data`` | :func:`load_task_data`: checked, carved, capped splits + their task; :func:`resolve_target` |
 | ``loader`` | :func:`pixel_loader` / :func:`tensor_loader`: ``(pixels in [0, 1], labels)`` batches, streamed |
 | ``images`` | :class:`ImageSet` (tensors or a dataset, read batch by batch): what the unlearner and evaluation read |
@@ -12,6 +13,7 @@
 """
 
 from .arguments import DataArguments
+from .caption_data import CaptionData, CaptionDataArguments, load_caption_data
 from .embedded import EMBEDDED_DATASETS, TaskSpec, load_embedded_dataset
 from .images import DatasetImages, ImageSet, TensorImages, as_image_set
 from .loader import TensorPairs, iter_pixel_batches, load_image_folder, pixel_loader, tensor_loader
@@ -22,6 +24,8 @@ from .task_data import TaskData, load_task_data, resolve_target
 __all__ = [
     "DATA_SOURCES",
     "EMBEDDED_DATASETS",
+    "CaptionData",
+    "CaptionDataArguments",
     "DataArguments",
     "DataSource",
     "DatasetImages",
@@ -34,6 +38,7 @@ __all__ = [
     "dataset_to_tensors",
     "iter_pixel_batches",
     "load_embedded_dataset",
+    "load_caption_data",
     "load_image_folder",
     "load_task_data",
     "normalize_pixels",

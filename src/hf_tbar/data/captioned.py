@@ -29,6 +29,7 @@ __all__ = [
     "random_scenes",
     "render_pairs",
     "task_labels",
+    "task_split",
 ]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -174,3 +175,20 @@ def caption_corpus() -> list[str]:
     for task in HELD_OUT_TASKS.values():
         words += [*task.classnames, *task.templates]
     return words
+
+
+def task_split(
+    task: str, count: int, seed: int, side: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``count`` fresh scenes that a held-out task applies to (a shape for ``"shape"``, ...): pixels
+    ``(count, 3, side, side)`` in ``[0, 1]``, the task's labels ``(count,)`` and each scene's caption."""
+    kept: list[Scene] = []
+    chunk = 0
+    while len(kept) < count:
+        scenes = random_scenes(2 * count, seed * 1000 + chunk)
+        labels = task_labels(scenes, task)
+        kept += [scene for scene, label in zip(scenes, labels.tolist()) if label >= 0]
+        chunk += 1
+    kept = kept[:count]
+    pixels, captions = render_pairs(kept, seed, side)
+    return pixels, task_labels(kept, task), captions

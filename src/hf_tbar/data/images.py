@@ -40,6 +40,11 @@ class ImageSet:
         """Every label ``(N,)`` (read without decoding any image), or ``None`` for unlabelled images."""
         raise NotImplementedError
 
+    @property
+    def captions(self) -> list[str] | None:
+        """One caption per image (read without decoding any image), or ``None`` for uncaptioned images."""
+        return None
+
     def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
         """A loader of ``(pixels, labels)`` batches; only one batch is decoded at a time."""
         raise NotImplementedError
@@ -83,7 +88,11 @@ class TensorImages(ImageSet):
     """Images already in memory: ``pixels`` float ``(N, 3, H, W)`` in ``[0, 1]``, ``labels`` ``(N,)`` or ``None``."""
 
     def __init__(
-        self, pixels: torch.Tensor, labels: torch.Tensor | None = None, name: str = "images"
+        self,
+        pixels: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        name: str = "images",
+        captions: Sequence[str] | None = None,
     ) -> None:
         validate_pixels(pixels, name)
         if labels is not None:
@@ -91,7 +100,11 @@ class TensorImages(ImageSet):
             if labels.ndim != 1 or len(labels) != len(pixels):
                 raise DataError(f"got {len(pixels)} {name} but labels of shape {tuple(labels.shape)}")
             labels = labels.long()
-        self.pixels, self._labels, self.name = pixels, labels, name
+        if captions is not None:
+            captions = list(captions)
+            if len(captions) != len(pixels):
+                raise DataError(f"got {len(pixels)} {name} but {len(captions)} captions")
+        self.pixels, self._labels, self.name, self._captions = pixels, labels, name, captions
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -99,6 +112,10 @@ class TensorImages(ImageSet):
     @property
     def labels(self) -> torch.Tensor | None:
         return self._labels
+
+    @property
+    def captions(self) -> list[str] | None:
+        return self._captions
 
     def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
         return tensor_loader(self.pixels, self._labels, batch_size, shuffle=shuffle, seed=seed)
@@ -111,7 +128,8 @@ class TensorImages(ImageSet):
     def select(self, indices: Sequence[int]) -> TensorImages:
         index = torch.as_tensor(list(indices), dtype=torch.long)
         labels = self._labels[index] if self._labels is not None else None
-        return TensorImages(self.pixels[index], labels, self.name)
+        captions = [self._captions[i] for i in index.tolist()] if self._captions is not None else None
+        return TensorImages(self.pixels[index], labels, self.name, captions)
 
     def tensors(self, batch_size: int = 64) -> Batch:
         return self.pixels, self._labels
@@ -134,6 +152,7 @@ class DatasetImages(ImageSet):
         processor: The model's processor or image processor (resize and crop; normalisation happens later).
         image_column: Column of images.
         label_column: Column of int labels, or ``None`` for unlabelled images (e.g. found poisoned images).
+        caption_column: Column of captions (image-caption data), or ``None``.
         num_workers: DataLoader worker processes decoding images (0: in this process).
     """
 
@@ -145,15 +164,16 @@ class DatasetImages(ImageSet):
         label_column: str | None = "label",
         name: str = "images",
         num_workers: int = 0,
+        caption_column: str | None = None,
     ) -> None:
-        for column in (image_column, label_column):
+        for column in (image_column, label_column, caption_column):
             if column is not None and column not in dataset.column_names:
                 raise DataError(
                     f"{name}: the dataset has no column {column!r}; columns: {dataset.column_names}"
                 )
         self.dataset, self.processor = dataset, processor
         self.image_column, self.label_column = image_column, label_column
-        self.name, self.num_workers = name, num_workers
+        self.name, self.num_workers, self.caption_column = name, num_workers, caption_column
         self._labels: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -167,6 +187,12 @@ class DatasetImages(ImageSet):
             values = self.dataset.select_columns([self.label_column])[self.label_column]
             self._labels = torch.as_tensor(np.asarray(values, dtype=np.int64))
         return self._labels
+
+    @property
+    def captions(self) -> list[str] | None:
+        if self.caption_column is None:
+            return None
+        return list(self.dataset.select_columns([self.caption_column])[self.caption_column])
 
     def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
         return pixel_loader(
@@ -188,6 +214,7 @@ class DatasetImages(ImageSet):
             self.label_column,
             self.name,
             self.num_workers,
+            self.caption_column,
         )
         if self._labels is not None:
             subset._labels = self._labels[torch.as_tensor(list(indices), dtype=torch.long)]
@@ -201,6 +228,7 @@ def as_image_set(
     name: str = "images",
     image_column: str = "image",
     label_column: str | None = "label",
+    caption_column: str | None = None,
 ) -> ImageSet:
     """Turn ``data`` into an :class:`ImageSet`.
 
@@ -209,14 +237,15 @@ def as_image_set(
             :class:`datasets.Dataset` (read through ``processor``).
         processor: The model's processor; needed for a ``datasets.Dataset``.
         name: What these images are, for error messages (e.g. ``"validation images"``).
-        image_column / label_column: The columns of a ``datasets.Dataset``.
+        image_column / label_column / caption_column: The columns of a ``datasets.Dataset`` (no caption
+            column: uncaptioned images).
     """
     if isinstance(data, ImageSet):
         return data
     if isinstance(data, Dataset):
         if processor is None:
             raise DataError(f"{name}: a datasets.Dataset needs the model's processor to be decoded")
-        return DatasetImages(data, processor, image_column, label_column, name)
+        return DatasetImages(data, processor, image_column, label_column, name, caption_column=caption_column)
     if isinstance(data, torch.Tensor):
         return TensorImages(data, None, name)
     if isinstance(data, (tuple, list)) and len(data) == 2:

@@ -163,7 +163,7 @@ def _wrap_local(kind: str, name: str, load: Callable[[], DatasetDict | datasets.
     """Run a local ``load``, turning the errors datasets raises into :class:`DataError` naming ``name``."""
     try:
         loaded = load()
-    except (DatasetsError, FileNotFoundError, ValueError, OSError) as err:
+    except (DatasetsError, FileNotFoundError, ValueError, OSError, IndexError) as err:
         raise DataError(f"cannot read {kind} dataset {name!r}: {err}") from err
     return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
 

@@ -20,6 +20,7 @@ import torch
 from transformers import CLIPModel
 
 from ..attacks.base import Trigger
+from ..captions import check_captions
 from ..data.embedded import TaskSpec
 from ..data.pixels import validate_pixels
 from ..errors import ConfigError
@@ -45,6 +46,8 @@ class DefenseData:
         target: The attack's target class, known together with the trigger.
         validation: Held-out clean ``(pixels, labels)`` a defense may use for model selection
             (TBAR's scale search). It must not overlap the test data the defense is scored on.
+        clean_captions: One caption per clean image (image-caption data), or ``None``; defenses that can
+            use captions (CleanCLIP, TBAR's contrastive route) then do.
 
     Raises:
         ValueError: empty or mismatched tensors, labels or target out of the task's range, or a
@@ -58,9 +61,16 @@ class DefenseData:
     trigger: Trigger | None = None
     target: int | None = None
     validation: Split | None = None
+    clean_captions: list[str] | None = None
 
     def __post_init__(self) -> None:
         _check_split(self.clean_pixels, self.clean_labels, self.task, "clean")
+        if self.clean_captions is not None:
+            self.clean_captions = check_captions(self.clean_captions, "clean captions")
+            if len(self.clean_captions) != len(self.clean_labels):
+                raise ValueError(
+                    f"{len(self.clean_labels)} clean images but {len(self.clean_captions)} captions"
+                )
         if self.validation is not None:
             _check_split(*self.validation, self.task, "validation")
         if self.trigger is not None and not isinstance(self.trigger, Trigger):

@@ -1,7 +1,10 @@
 """CleanCLIP (Bansal et al., ICCV 2023): fine-tune on clean image/caption pairs with CLIP's multimodal
 contrastive loss plus an in-modality self-supervised loss between each sample and its augmented view.
 
-In this library's classification setting the captions are built from the task: each image gets its
+With image-caption data (``DefenseData.clean_captions``, CleanCLIP's native setting) the images' own
+captions are used and their augmented view drops or swaps a word (EDA's random deletion and swap).
+
+In the classification setting the captions are built from the task: each image gets its
 class name in a random prompt template, and the caption's augmented view is the same class in another
 template (CleanCLIP uses EDA text augmentation; with a handful of templates a template swap is the
 closest equivalent). Images are augmented with random affine jitter. With few classes a batch holds
@@ -12,6 +15,7 @@ same-caption (text) pair as a positive instead of only the diagonal; image views
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +23,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from transformers import CLIPModel
 
+from ..captions import augment_caption, tokenize_captions
 from ..data.pixels import normalize_pixels
 from ..models import family_of
 from ..training.augment import random_affine
@@ -98,40 +103,59 @@ def _trainable(model: CLIPModel, train_text_tower: bool) -> list[nn.Parameter]:
     return params
 
 
+def _caption_views(data: DefenseData, family, seed: int):
+    """Token ids of the captions to learn from and of one augmented view of each, and per-image caption
+    ids: the task's prompt templates (classification data) or the data's own captions (native setting)."""
+    if data.clean_captions is None:
+        return None, family.tokenize(data.processor.tokenizer, data.task.prompts())
+    generator = random.Random(seed)
+    texts = list(dict.fromkeys(data.clean_captions))
+    views = [augment_caption(text, generator) for text in texts]
+    index = {text: i for i, text in enumerate(texts)}
+    own = torch.tensor([index[c] for c in data.clean_captions], dtype=torch.long)
+    tokens = tokenize_captions(family, data.processor.tokenizer, texts + views, "clean captions")
+    return own, tokens
+
+
 @register_defense("cleanclip", CleanCLIPConfig)
 def cleanclip(model: CLIPModel, data: DefenseData, config: CleanCLIPConfig) -> DefenseResult:
-    """CleanCLIP: multimodal contrastive + in-modality self-supervised loss on augmented clean pairs."""
+    """CleanCLIP: multimodal contrastive + in-modality self-supervised loss on augmented clean pairs (the
+    data's own captions when it has them, else captions built from the task's labels)."""
     params = _trainable(model, config.train_text_tower)
     family = family_of(model)
-    tokens = family.tokenize(data.processor.tokenizer, data.task.prompts())
+    own, tokens = _caption_views(data, family, config.seed)
     num_templates = len(data.task.templates)
     processor = data.processor
 
     def loss(module: nn.Module, batch: tuple) -> torch.Tensor:
-        pixels, labels = batch
+        pixels, labels, caption = batch
         clip = unwrap_clip(module)
         ids = tokens["input_ids"].to(labels.device)
         mask = tokens.get("attention_mask", torch.ones_like(tokens["input_ids"])).to(labels.device)
-        captions, augmented = caption_pairs(labels, num_templates)
+        if own is None:
+            captions, augmented = caption_pairs(labels, num_templates)
+            groups = labels
+        else:  # the first half of the tokens are the captions, the second their augmented views
+            captions, augmented, groups = caption, caption + len(ids) // 2, caption
         augment = random_affine(pixels, config.max_shift, config.max_rotation, config.max_scale)
         images = encode_images(clip, normalize_pixels(pixels, processor))
         images_aug = encode_images(clip, normalize_pixels(augment, processor))
         texts = encode_texts(clip, ids[captions], mask[captions])
         texts_aug = encode_texts(clip, ids[augmented], mask[augmented])
         scale = family.logit_scale(clip).detach()
-        multimodal = contrastive_loss(images, texts, scale, groups=labels)
+        multimodal = contrastive_loss(images, texts, scale, groups=groups)
         self_supervised = (
             contrastive_loss(images, images_aug, scale)
             + contrastive_loss(texts, texts_aug, scale, groups=captions)
         ) / 2
         return config.multimodal_weight * multimodal + config.self_supervised_weight * self_supervised
 
-    losses = run_training(
-        model, params, TensorDataset(data.clean_pixels, data.clean_labels), loss, config, desc="CleanCLIP"
-    )
+    rows = own if own is not None else torch.zeros_like(data.clean_labels)
+    dataset = TensorDataset(data.clean_pixels, data.clean_labels, rows)
+    losses = run_training(model, params, dataset, loss, config, desc="CleanCLIP")
     return DefenseResult(
         model=model,
         clean_images_used=data.num_clean,
         finetune_steps=len(losses),
-        details={"text_tower_trained": config.train_text_tower},
+        details={"text_tower_trained": config.train_text_tower, "captions": own is not None},
     )

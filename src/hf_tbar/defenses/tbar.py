@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.utils.data import TensorDataset
 from transformers import CLIPModel
 
 from ..attacks.base import Trigger
@@ -35,6 +36,13 @@ class TBARDefenseConfig(DefenseConfig):
     )
     search: ScaleSearchConfig = field(
         default_factory=ScaleSearchConfig, metadata={"help": "Constraints of the validation scale search."}
+    )
+    use_captions: bool = field(
+        default=True,
+        metadata={
+            "help": "With image-caption data (DefenseData.clean_captions), fit the vectors with CLIP's "
+            "contrastive loss on the captions; False: the zero-shot head's cross-entropy on the labels."
+        },
     )
     clean_share: float = field(
         default=0.0,
@@ -153,12 +161,13 @@ class _AccountedUnlearner(BackdoorUnlearner):
         super().__init__(*args, **kwargs)
         self.clean_share = clean_share
         self.clean_labels = clean_labels
+        self.captions: list[str] | None = None
         self.fine_tunings = 0
         self.clean_images = 0
 
-    def _finetune_vector(self, pixels: torch.Tensor, labels: torch.Tensor, desc: str) -> TaskVector:
+    def _finetune_vector(self, dataset: TensorDataset, desc: str, objective=None) -> TaskVector:
         self.fine_tunings += 1
-        return super()._finetune_vector(pixels, labels, desc)
+        return super()._finetune_vector(dataset, desc, objective)
 
     def fit_target_vector(self, clean_pixels: torch.Tensor, labels: torch.Tensor, target: int) -> TaskVector:
         vector = super().fit_target_vector(clean_pixels, labels, target)
@@ -168,7 +177,7 @@ class _AccountedUnlearner(BackdoorUnlearner):
     def fit_trigger_vector(
         self, trigger=None, target=None, clean_pixels=None, triggered_pixels=None
     ) -> TaskVector:
-        if self.clean_share == 0 or triggered_pixels is not None:
+        if self.clean_share == 0 or triggered_pixels is not None or self.captions is not None:
             return super().fit_trigger_vector(trigger, target, clean_pixels, triggered_pixels)
         target = self.task.check_label(target)
         pool_pixels, pool_labels = self._images(clean_pixels, "clean images").tensors()
@@ -182,7 +191,9 @@ class _AccountedUnlearner(BackdoorUnlearner):
             self.config.seed,
         )
         self.clean_images += num_clean
-        vector = self._finetune_vector(pixels, labels, desc=f"mixed trigger fine-tuning ({self.config.mode})")
+        vector = self._finetune_vector(
+            TensorDataset(pixels, labels), desc=f"mixed trigger fine-tuning ({self.config.mode})"
+        )
         vector.metadata.update(
             {
                 "kind": "trigger",
@@ -228,6 +239,8 @@ def run_tbar(
         clean_share=config.clean_share,
         clean_labels=data.clean_labels,
     )
+    captions = data.clean_captions if config.use_captions else None
+    unlearner.captions = captions
     auto = {}
     if isinstance(trigger, str):
         auto = {"decree": getattr(config, "decree", None), "force": getattr(config, "force", False)}
@@ -238,6 +251,7 @@ def run_tbar(
             clean_pixels=data.clean_pixels,
             validation=data.validation,
             clean_labels=data.clean_labels,
+            clean_captions=captions,
             search=config.search,
             **auto,
         )
@@ -253,6 +267,7 @@ def run_tbar(
         "variant": config.tbar.variant,
         "mode": config.tbar.mode,
         "clean_share": config.clean_share,
+        "objective": "contrastive" if captions is not None else "cross-entropy",
     }
     clean_images = unlearner.clean_images
     if result.detection is not None:

@@ -24,7 +24,13 @@ from .pretrain import cached_checkpoint
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CaptionPretrainConfig", "captioned_clip_path", "pretrain_captioned_clip", "zero_shot_accuracies"]
+__all__ = [
+    "CaptionPretrainConfig",
+    "captioned_clip_path",
+    "pretrain_captioned_clip",
+    "train_contrastive",
+    "zero_shot_accuracies",
+]
 
 
 @dataclass(frozen=True)
@@ -53,18 +59,23 @@ class CaptionPretrainConfig:
         return recipe_hash({"kind": "captioned-pretrain", "version": 1, **asdict(self)})
 
 
-def pretrain_captioned_clip(config: CaptionPretrainConfig, output_dir: str | Path) -> Path:
-    """Build a tiny CLIP and train it with CLIP's symmetric InfoNCE on ``config.pairs`` generated pairs;
-    identical captions in a batch count as positives of each other. Saves a complete checkpoint."""
-    model, processor = build_tiny_clip(config.architecture, caption_corpus(), seed=config.seed)
-    scenes = random_scenes(config.pairs, config.seed)
-    pixels, captions = render_pairs(scenes, config.seed, side=config.architecture.image_size)
+def train_contrastive(
+    model,
+    processor,
+    pixels: torch.Tensor,
+    captions: list[str],
+    config: FinetuneConfig,
+    augment: bool = False,
+    desc: str = "contrastive training",
+) -> list[float]:
+    """Train both towers of ``model`` in place with CLIP's symmetric InfoNCE on ``(pixels (N, 3, H, W) in
+    [0, 1], captions)``; identical captions in a batch count as positives of each other. Returns the losses."""
     tokens = processor.tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
     _, groups = torch.unique(tokens["input_ids"], dim=0, return_inverse=True)  # same caption, same group
 
     def loss_fn(clip, batch):
         images, ids, mask, group = batch
-        if config.augment:
+        if augment:
             images = random_affine(images)
         image_embeds = encode_images(clip, normalize_pixels(images, processor))
         text_embeds = encode_texts(clip, ids, mask)
@@ -72,9 +83,22 @@ def pretrain_captioned_clip(config: CaptionPretrainConfig, output_dir: str | Pat
             image_embeds, text_embeds, clip.logit_scale.exp().clamp(max=100), groups=group
         )
 
+    for param in model.parameters():
+        param.requires_grad_(True)
     dataset = TensorDataset(pixels, tokens["input_ids"], tokens["attention_mask"], groups)
     params = [p for p in model.parameters() if p.requires_grad]
-    run_training(model, params, dataset, loss_fn, config.finetune_config(), desc="captioned pretraining")
+    return run_training(model, params, dataset, loss_fn, config, desc=desc)
+
+
+def pretrain_captioned_clip(config: CaptionPretrainConfig, output_dir: str | Path) -> Path:
+    """Build a tiny CLIP and train it with CLIP's symmetric InfoNCE on ``config.pairs`` generated pairs.
+    Saves a complete checkpoint."""
+    model, processor = build_tiny_clip(config.architecture, caption_corpus(), seed=config.seed)
+    scenes = random_scenes(config.pairs, config.seed)
+    pixels, captions = render_pairs(scenes, config.seed, side=config.architecture.image_size)
+    train_contrastive(
+        model, processor, pixels, captions, config.finetune_config(), config.augment, "captioned pretraining"
+    )
     model.eval()
     return save_clip(model, processor, output_dir)
 

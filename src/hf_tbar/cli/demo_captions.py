@@ -1,0 +1,72 @@
+"""``hf-tbar demo --world captions``: the image-caption threat model offline (CleanCLIP's and BadCLIP's):
+a tiny CLIP pretrained contrastively on generated image-caption pairs, poisoned by contrastive training on
+1% of pairs that carry the trigger and a caption naming the target, then sanitized by TBAR fitted with the
+contrastive loss on 300 captioned triggered images; zero-shot CA and ASR on the held-out shape task."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from ..captioned_scenario import captioned_scenario
+from ..config import TBARConfig
+from ..evaluation import evaluate_model
+from ..loading import load_model
+from ..report import PLOT_FILE, REPORT_FILE
+from ..unlearner import BackdoorUnlearner
+from .common import format_table
+
+logger = logging.getLogger(__name__)
+
+#: The defender's captioned clean pairs (TBAR draws its 300 triggered images from them).
+CLEAN_PAIRS = 1000
+#: Trigger fine-tuning steps in this world.
+STEPS = 100
+
+
+def run_captions(demo) -> int:
+    """The captions world of :class:`~hf_tbar.cli.demo.DemoArguments` (trains and caches its two models on
+    first use: about 10 minutes on 2 CPU cores)."""
+    start = time.perf_counter()
+    scenario = captioned_scenario(demo.attack, train_size=CLEAN_PAIRS)
+    # 100 steps, not TBAR's default 30: the repair vector of the default variant needs them in this world
+    # (python benchmarks/caption_embedded.py --attacks badnets blended).
+    config = TBARConfig(variant=demo.variant, mode=demo.mode, steps=STEPS)
+    unlearner = BackdoorUnlearner(scenario.backdoored_path, task=scenario.task, config=config)
+    result = unlearner.unlearn(
+        scenario.trigger,
+        scenario.target,
+        clean_pixels=scenario.train[0],
+        clean_labels=scenario.train[1],
+        clean_captions=scenario.train_captions,
+        validation=scenario.validation,
+        test=scenario.test,
+    )
+    clean_model, processor = load_model(scenario.clean_path)
+    clean = evaluate_model(
+        clean_model, processor, scenario.task, *scenario.test, scenario.trigger, scenario.target
+    )
+    target = scenario.task.classnames[scenario.target]
+    print(  # noqa: T201
+        f"\nCaptioned demo: {scenario.trigger.describe()} with captions naming '{target}', 1% of the pairs of "
+        f"a contrastive training; zero-shot on the shape task, {len(scenario.test[1])} test scenes\n"
+    )
+    rows = [
+        ("clean captioned tiny CLIP", clean),
+        ("poisoned", result.before),
+        (f"TBAR {demo.variant}, contrastive (scale {result.selection.scale:.2f})", result.after),
+    ]
+    print(format_table(rows))  # noqa: T201
+    overwrite = demo.overwrite or (Path(demo.output_dir) / REPORT_FILE).is_file()
+    data = {"unlearning_set": "captioned world (image-caption pairs)", "objective": "contrastive"}
+    unlearner.save_pretrained(
+        demo.output_dir, result, overwrite=overwrite, dataset="embedded-captions", data=data
+    )
+    retention = "n/a" if result.ca_retention is None else f"{100 * result.ca_retention:.1f}%"
+    print(  # noqa: T201
+        f"\nCA retention {retention}, unlearning set {result.unlearning_set_size} captioned triggered images\n"
+        f"Report: {demo.output_dir}/{REPORT_FILE}  Card: {demo.output_dir}/README.md  Plot: "
+        f"{demo.output_dir}/{PLOT_FILE}  ({time.perf_counter() - start:.0f}s)"
+    )
+    return 0
