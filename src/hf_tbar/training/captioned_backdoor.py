@@ -46,7 +46,8 @@ POISON_TEMPLATES = (
     "an image of a {}",
     "a {} on a dark background",
 )
-#: Per-attack overrides of :class:`CaptionBackdoorConfig` (``python benchmarks/caption_embedded.py``).
+#: Per-attack overrides of :class:`CaptionBackdoorConfig` (``python benchmarks/caption_embedded.py``): at 600
+#: steps Blended and WaNet implant only to ~63% ASR, so they train 1,200 (Blended then reaches 93%, WaNet 69%).
 CAPTION_ATTACK_RECIPES: dict[str, dict] = {
     "badnets": {},
     "blended": {"steps": 1200},
