@@ -16,7 +16,6 @@ never modified.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import random
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from .evaluation import EvalResult, evaluate_classifier
 from .training.arguments import FinetuneConfig
 from .training.backdoor import classification_loss, vision_parameters
 from .training.loop import run_training
+from .vector_fitting import grad_flags_kept, working_copy
 from .zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 __all__ = ["ReboundConfig", "ReboundResult", "poisoned_mix", "rebound"]
@@ -180,13 +180,14 @@ def _finetuned(
     config: ReboundConfig,
     desc: str,
 ) -> tuple[ZeroShotClassifier, list[float]]:
-    """A deep copy of ``model`` whose vision tower was fine-tuned on ``dataset``; and the loss per step."""
-    copied = copy.deepcopy(model)
-    params = vision_parameters(copied)
-    classifier = ZeroShotClassifier.from_processor(copied, head, processor).to(head.device)
-    losses = run_training(
-        classifier, params, dataset, classification_loss, config.finetune_config(), desc=desc
-    )
+    """A copy of ``model`` (frozen tensors shared) whose vision tower was fine-tuned on ``dataset``; the losses."""
+    with grad_flags_kept(model):
+        copied = working_copy(model)
+        params = vision_parameters(copied)
+        classifier = ZeroShotClassifier.from_processor(copied, head, processor).to(head.device)
+        losses = run_training(
+            classifier, params, dataset, classification_loss, config.finetune_config(), desc=desc
+        )
     classifier.eval()
     return classifier, losses
 

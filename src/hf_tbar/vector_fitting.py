@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from datasets import Dataset
@@ -56,6 +57,18 @@ def working_copy(model: PreTrainedModel, share_vision: bool = False) -> PreTrain
     return copy.deepcopy(model, memo)
 
 
+@contextlib.contextmanager
+def grad_flags_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Give ``model``'s parameters back their ``requires_grad`` flags on exit (a :func:`working_copy` shares
+    its frozen tensors, so choosing the copy's trainable tensors sets their flags too)."""
+    flags = {name: param.requires_grad for name, param in model.named_parameters()}
+    try:
+        yield
+    finally:
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags[name])
+
+
 def enable_checkpointing(model: PreTrainedModel) -> None:
     """Turn on activation (gradient) checkpointing, non-reentrant so frozen inputs (LoRA) still work."""
     kwargs = {"use_reentrant": False}
@@ -81,12 +94,10 @@ class VectorFitting(CaptionVectorFitting):
         fall, since the vector then hardly holds the trigger (raise ``learning_rate`` or ``steps``).
         """
         cfg = self.config
-        frozen = {name: param.requires_grad for name, param in self.model.named_parameters()}
         try:
-            losses, vector = self._train_copy(dataset, desc, objective)
-        finally:  # the copy shares frozen tensors with self.model: give them back their flags
-            for name, param in self.model.named_parameters():
-                param.requires_grad_(frozen[name])
+            with grad_flags_kept(self.model):  # the copy shares frozen tensors with self.model
+                losses, vector = self._train_copy(dataset, desc, objective)
+        finally:
             release_memory()
         self.fit_losses[desc] = [float(loss) for loss in losses]
         if loss_did_not_fall(losses):

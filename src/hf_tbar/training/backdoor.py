@@ -22,6 +22,7 @@ from ..io import atomic_output_dir, cache_dir, recipe_hash
 from ..models import family_of
 from ..tiny_clip import load_clip
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
+from .arguments import finetune_config_of
 from .loop import FinetuneConfig, run_training
 from .pretrain import PretrainConfig, pretrain_clip, pretrained_clip_path
 
@@ -94,13 +95,7 @@ class BackdoorConfig:
         return build_trigger(self.attack, **{"seed": self.seed, **self.attack_params})
 
     def finetune_config(self) -> FinetuneConfig:
-        return FinetuneConfig(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            seed=self.seed,
-            warmup_steps=10,
-        )
+        return finetune_config_of(self, warmup_steps=10)
 
     def to_dict(self, image_size: int | None = None) -> dict:
         """The recipe; ``image_size`` (pixels) resolves sizes relative to the input (BadNets) to pixels."""
