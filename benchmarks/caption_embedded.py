@@ -163,11 +163,8 @@ def heatmap(attack: str, seed: int, output_dir: Path) -> str:
     (output_dir / "disentanglement.json").write_text(
         json.dumps({"cosine": cosine, **result.to_dict()}, indent=2)
     )
-    lines = ["| a_c \\ a_t | " + " | ".join(f"{a:g}" for a in grid) + " |", "|" + "---|" * (len(grid) + 1)]
-    for i, a_c in enumerate(grid):
-        lines.append(f"| {a_c:g} | " + " | ".join(f"{float(v):.2f}" for v in result.error[i]) + " |")
     return (
-        "\n".join(lines)
+        result.to_markdown()
         + f"\n\ncosine(tau_c, tau_t) = {cosine:.3f}; heatmap: {output_dir / 'disentanglement.png'}"
     )
 

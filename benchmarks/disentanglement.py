@@ -98,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         **result.to_dict(),
     }
     (out / "disentanglement.json").write_text(json.dumps(summary, indent=2))
-    header = "| a_c \\ a_t | " + " | ".join(f"{a:g}" for a in result.trigger_scales) + " |"
-    lines = [header, "|" + "---|" * (len(result.trigger_scales) + 1)]
-    for i, a_c in enumerate(result.clean_scales):
-        lines.append(f"| {a_c:g} | " + " | ".join(f"{float(v):.2f}" for v in result.error[i]) + " |")
-    print("\n".join(lines))
+    print(result.to_markdown())
     print(
         f"cosine(tau_c, tau_t) = {summary['cosine(clean, trigger)']:.3f}; heatmap: {out / 'disentanglement.png'}"
     )

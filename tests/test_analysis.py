@@ -57,3 +57,15 @@ def test_disentanglement_error_is_zero_at_the_origin_with_the_grid_shape(micro_c
     path = plot_disentanglement(result, tmp_path / "plots" / "xi.png")
     assert path.stat().st_size > 0
     assert result.to_dict()["error"][1][1] == 0.0
+
+
+def test_disentanglement_grid_prints_as_a_markdown_table():
+    from hf_tbar.analysis.disentanglement import DisentanglementResult
+
+    result = DisentanglementResult([-1.0, 0.0], [0.0, 0.5], torch.tensor([[0.1, 0.2], [0.0, 0.333]]))
+    assert result.to_markdown().splitlines() == [
+        "| a_c \\ a_t | 0 | 0.5 |",
+        "|---|---|---|",
+        "| -1 | 0.10 | 0.20 |",
+        "| 0 | 0.00 | 0.33 |",
+    ]

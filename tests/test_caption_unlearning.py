@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset, Features, Image, Value
 
 from hf_tbar import BackdoorUnlearner, BadNets, TaskSpec, TBARConfig
-from hf_tbar.captions import augment_caption, names_class, target_captions, tokenize_captions
+from hf_tbar.captions import augment_caption, index_captions, names_class, target_captions, tokenize_captions
 from hf_tbar.data.images import TensorImages
 from hf_tbar.errors import ConfigError, DataError
 from hf_tbar.training.losses import positive_text_loss
@@ -139,3 +139,10 @@ def test_caption_helpers():
     assert augment_caption("a red circle", random.Random(1)) == augment_caption(
         "a red circle", random.Random(1)
     )
+
+
+def test_index_captions_keeps_the_given_prefix_and_indexes_each_caption():
+    texts, rows = index_captions(["b", "a", "b", "c"], first=["t", "t2", "a"])
+    assert texts == ["t", "t2", "a", "b", "c"]
+    assert rows.tolist() == [3, 2, 3, 4]
+    assert index_captions(["x", "x"])[1].tolist() == [0, 0]

@@ -22,7 +22,14 @@ import torch
 from torch.utils.data import TensorDataset
 
 from .attacks.base import Trigger
-from .captions import check_captions, embed_texts, names_class, target_captions, tokenize_captions
+from .captions import (
+    check_captions,
+    embed_texts,
+    index_captions,
+    names_class,
+    target_captions,
+    tokenize_captions,
+)
 from .data.images import ImageSet
 from .data.pixels import normalize_pixels
 from .errors import DataError
@@ -66,11 +73,9 @@ class CaptionVectorFitting:
     def _caption_vector(
         self, pixels: torch.Tensor, own: list[str], objective: CaptionObjective, desc: str
     ) -> TaskVector:
-        texts = objective.texts + [c for c in dict.fromkeys(own) if c not in objective.texts]
-        index = {text: i for i, text in enumerate(texts)}  # objective's indices stay valid: a prefix
+        texts, rows = index_captions(own, first=objective.texts)
         tokens = tokenize_captions(self.family, self.processor.tokenizer, texts, "unlearning-set captions")
         text_embeds = embed_texts(self.model, tokens, self.device).cpu()
-        rows = torch.tensor([index[c] for c in own], dtype=torch.long)
 
         def objective_of(work):
             return work, objective.loss(self.processor, text_embeds)
@@ -79,41 +84,32 @@ class CaptionVectorFitting:
         vector.metadata["objective"] = "contrastive"
         return vector
 
-    def _drawn_captions(self, pool: ImageSet) -> tuple[torch.Tensor, list[str]]:
-        """The rows of the unlearning set (seeded draw of ``config.unlearning_set_size``) and their captions."""
+    def _drawn(self, pool: ImageSet) -> tuple[list[str], torch.Tensor, list[str]]:
+        """Every caption of ``pool`` (checked, read once), the rows of the unlearning set (seeded draw of
+        ``config.unlearning_set_size``) and their captions."""
         captions = check_captions(pool.captions, f"the captions of the {pool.name}")
-        order = draw(len(pool), self.config.unlearning_set_size, self.config.seed)
-        return order, [captions[i] for i in order.tolist()]
+        order = draw(len(captions), self.config.unlearning_set_size, self.config.seed)
+        return captions, order, [captions[i] for i in order.tolist()]
 
-    def _bank(self, captions: list[str], target: int, positives: list[str]) -> list[str]:
+    def _target_objective(self, drawn: list[str], target: int) -> CaptionObjective:
+        """Match the target captions, against the drawn captions that do not name the target."""
+        positives = target_captions(self.task, target, self.processor.tokenizer, self.config.target_captions)
         name = self.task.classnames[target]
-        bank = [c for c in dict.fromkeys(captions) if not names_class(c, name) and c not in positives]
+        bank = [c for c in dict.fromkeys(drawn) if not names_class(c, name) and c not in positives]
         if not bank:
             raise DataError(
                 f"every caption of the unlearning set names the target {name!r}: no caption is left to "
                 "contrast with; give image-caption pairs of other things too"
             )
-        return bank
-
-    def _target_objective(
-        self, pool: ImageSet, target: int
-    ) -> tuple[torch.Tensor, list[str], CaptionObjective]:
-        order, captions = self._drawn_captions(pool)
-        positives = target_captions(self.task, target, self.processor.tokenizer, self.config.target_captions)
-        bank = self._bank(captions, target, positives)
         texts = positives + bank
-        objective = CaptionObjective(
-            texts, list(range(len(positives))), list(range(len(positives), len(texts)))
-        )
-        return order, captions, objective
+        return CaptionObjective(texts, list(range(len(positives))), list(range(len(positives), len(texts))))
 
     def fit_captioned_trigger_vector(self, trigger: Trigger, target: int, pool: ImageSet) -> TaskVector:
         """Trigger vector from image-caption data: triggered images matched to the target captions."""
-        order, captions, objective = self._target_objective(pool, target)
+        _, order, drawn = self._drawn(pool)
+        objective = self._target_objective(drawn, target)
         pixels = self._stamp(pool, order, trigger)
-        vector = self._caption_vector(
-            pixels, captions, objective, f"trigger fine-tuning ({self.config.mode})"
-        )
+        vector = self._caption_vector(pixels, drawn, objective, f"trigger fine-tuning ({self.config.mode})")
         vector.metadata.update(
             {
                 "kind": "trigger",
@@ -126,27 +122,25 @@ class CaptionVectorFitting:
 
     def fit_captioned_target_vector(self, pool: ImageSet, target: int) -> TaskVector:
         """Target-class vector from image-caption data: clean images whose caption names the target."""
-        _, _, objective = self._target_objective(pool, target)
+        captions, _, drawn = self._drawn(pool)
+        objective = self._target_objective(drawn, target)
         name = self.task.classnames[target]
-        all_captions = check_captions(pool.captions, f"the captions of the {pool.name}")
-        chosen = [i for i, c in enumerate(all_captions) if names_class(c, name)][
-            : self.config.preserve_set_size
-        ]
+        chosen = [i for i, c in enumerate(captions) if names_class(c, name)][: self.config.preserve_set_size]
         if not chosen:
             raise DataError(f"no clean caption names the target {name!r} to fit a target-class vector")
         pixels, _ = pool.select(chosen).tensors()
         vector = self._caption_vector(
-            pixels, [all_captions[i] for i in chosen], objective, "target-class fine-tuning"
+            pixels, [captions[i] for i in chosen], objective, "target-class fine-tuning"
         )
         vector.metadata.update({"kind": "target-class", "target": target, "images": len(pixels)})
         return vector
 
     def fit_captioned_repair_vector(self, trigger: Trigger, pool: ImageSet) -> TaskVector:
         """Repair vector from image-caption data: triggered images matched to their own captions."""
-        order, captions = self._drawn_captions(pool)
+        _, order, drawn = self._drawn(pool)
         pixels = self._stamp(pool, order, trigger)
         vector = self._caption_vector(
-            pixels, captions, CaptionObjective([], None, []), f"repair fine-tuning ({self.config.mode})"
+            pixels, drawn, CaptionObjective([], None, []), f"repair fine-tuning ({self.config.mode})"
         )
         vector.metadata.update(
             {"kind": "repair", "unlearning_set_size": len(pixels), "trigger": trigger.to_dict()}

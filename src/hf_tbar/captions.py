@@ -15,7 +15,14 @@ from .errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["augment_caption", "check_captions", "names_class", "target_captions", "tokenize_captions"]
+__all__ = [
+    "augment_caption",
+    "check_captions",
+    "index_captions",
+    "names_class",
+    "target_captions",
+    "tokenize_captions",
+]
 
 
 def check_captions(captions: Sequence, what: str = "captions") -> list[str]:
@@ -28,6 +35,17 @@ def check_captions(captions: Sequence, what: str = "captions") -> list[str]:
         if not caption.strip():
             raise DataError(f"{what}: row {row} is an empty caption ({caption!r})")
     return captions
+
+
+def index_captions(captions: Sequence[str], first: Sequence[str] = ()) -> tuple[list[str], torch.Tensor]:
+    """The texts to embed once, ``first`` (kept as given, so indices into it stay valid) then each distinct
+    caption not among them, and the index ``(N,)`` of every caption in that list."""
+    known = set(first)
+    texts = [*first, *(c for c in dict.fromkeys(captions) if c not in known)]
+    index: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        index.setdefault(text, i)
+    return texts, torch.tensor([index[c] for c in captions], dtype=torch.long)
 
 
 def tokenize_captions(family, tokenizer, captions: Sequence[str], what: str = "captions") -> dict:

@@ -128,8 +128,7 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
         self.task = task
         self.config = config or TBARConfig()
         self.columns = {"image_column": image_column, "label_column": label_column}
-        if caption_column is not None:
-            self.columns["caption_column"] = caption_column
+        self.caption_column = caption_column  # read from the clean (unlearning) dataset only
         if self.config.checkpoint_dir is not None:  # training checkpoints must never land in the input model
             refuse_overlap(self.config.checkpoint_dir, [self.source])
         self.head = build_zero_shot_head(self.model, processor.tokenizer, task)

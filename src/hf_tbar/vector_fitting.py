@@ -256,8 +256,7 @@ class VectorFitting(CaptionVectorFitting):
         ``captions``, a dataset's caption column (``caption_column``) is read too, and its label column only
         if it has one."""
         columns = dict(self.columns)
-        caption_column = columns.pop("caption_column", None) if captions else None
-        columns.pop("caption_column", None)
+        caption_column = self.caption_column if captions else None
         if caption_column is not None and isinstance(data, Dataset):
             if columns["label_column"] not in data.column_names:
                 columns["label_column"] = None

@@ -81,6 +81,14 @@ class DisentanglementResult:
             "error": self.error.tolist(),
         }
 
+    def to_markdown(self) -> str:
+        """The grid as a markdown table: one row per ``a_c``, one column per ``a_t``, ``xi`` to 2 decimals."""
+        header = "| a_c \\ a_t | " + " | ".join(f"{a:g}" for a in self.trigger_scales) + " |"
+        lines = [header, "|" + "---|" * (len(self.trigger_scales) + 1)]
+        for i, a_c in enumerate(self.clean_scales):
+            lines.append(f"| {a_c:g} | " + " | ".join(f"{float(v):.2f}" for v in self.error[i]) + " |")
+        return "\n".join(lines)
+
 
 @torch.no_grad()
 def disentanglement_error(

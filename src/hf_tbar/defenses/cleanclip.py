@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from transformers import CLIPModel
 
-from ..captions import augment_caption, tokenize_captions
+from ..captions import augment_caption, index_captions, tokenize_captions
 from ..data.pixels import normalize_pixels
 from ..models import family_of
 from ..training.augment import random_affine
@@ -109,10 +109,8 @@ def _caption_views(data: DefenseData, family, seed: int):
     if data.clean_captions is None:
         return None, family.tokenize(data.processor.tokenizer, data.task.prompts())
     generator = random.Random(seed)
-    texts = list(dict.fromkeys(data.clean_captions))
+    texts, own = index_captions(data.clean_captions)
     views = [augment_caption(text, generator) for text in texts]
-    index = {text: i for i, text in enumerate(texts)}
-    own = torch.tensor([index[c] for c in data.clean_captions], dtype=torch.long)
     tokens = tokenize_captions(family, data.processor.tokenizer, texts + views, "clean captions")
     return own, tokens
 

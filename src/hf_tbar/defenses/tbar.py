@@ -17,6 +17,7 @@ from transformers import CLIPModel
 
 from ..attacks.base import Trigger
 from ..config import TBARConfig
+from ..data.images import ImageSet
 from ..detection import DecreeConfig
 from ..scale_search import ScaleSearchConfig
 from ..task_vector import TaskVector
@@ -161,7 +162,6 @@ class _AccountedUnlearner(BackdoorUnlearner):
         super().__init__(*args, **kwargs)
         self.clean_share = clean_share
         self.clean_labels = clean_labels
-        self.captions: list[str] | None = None
         self.fine_tunings = 0
         self.clean_images = 0
 
@@ -177,7 +177,8 @@ class _AccountedUnlearner(BackdoorUnlearner):
     def fit_trigger_vector(
         self, trigger=None, target=None, clean_pixels=None, triggered_pixels=None
     ) -> TaskVector:
-        if self.clean_share == 0 or triggered_pixels is not None or self.captions is not None:
+        captioned = isinstance(clean_pixels, ImageSet) and clean_pixels.captions is not None
+        if self.clean_share == 0 or triggered_pixels is not None or captioned:  # no mixed set of captions
             return super().fit_trigger_vector(trigger, target, clean_pixels, triggered_pixels)
         target = self.task.check_label(target)
         pool_pixels, pool_labels = self._images(clean_pixels, "clean images").tensors()
@@ -240,7 +241,6 @@ def run_tbar(
         clean_labels=data.clean_labels,
     )
     captions = data.clean_captions if config.use_captions else None
-    unlearner.captions = captions
     auto = {}
     if isinstance(trigger, str):
         auto = {"decree": getattr(config, "decree", None), "force": getattr(config, "force", False)}
