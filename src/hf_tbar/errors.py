@@ -26,6 +26,7 @@ __all__ = [
     "DataError",
     "HfTbarError",
     "InputError",
+    "ModelAtChanceError",
     "ModelLoadError",
     "OutputError",
     "OutputExistsError",
@@ -61,6 +62,12 @@ class ModelLoadError(InputError):
 
 class DataError(InputError):
     """Images, labels or a dataset are unusable (wrong range, NaN, missing column or split...)."""
+
+
+class ModelAtChanceError(InputError):
+    """The model's clean accuracy on the task is near chance (:func:`hf_tbar.metrics.near_chance`): it does not
+    solve this task with these class names and prompt templates, so nothing it says about a backdoor (or about
+    its removal) can be trusted. Raised before any work unless forced."""
 
 
 class OutputError(HfTbarError, ValueError):
