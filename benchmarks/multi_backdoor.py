@@ -23,9 +23,9 @@ from hf_tbar.data import load_embedded_dataset
 from hf_tbar.io import atomic_output_dir
 from hf_tbar.loading import load_model
 from hf_tbar.training.backdoor import BackdoorConfig, backdoor_clip
+from hf_tbar.training.cache import cached_checkpoint
 from hf_tbar.training.pretrain import PretrainConfig, pretrained_clip_path
 
-ROOT = Path(__file__).resolve().parent.parent
 ATTACKS = (("badnets", 0), ("blended", 1))
 
 
@@ -36,28 +36,35 @@ def recipes() -> list[BackdoorConfig]:
     ]
 
 
-def two_backdoor_model(folder: Path) -> Path:
-    """The clean tiny CLIP fine-tuned on a split poisoned by both attacks (cached in ``folder``)."""
-    if (folder / "config.json").is_file():
-        return folder
+def two_backdoor_model() -> Path:
+    """The clean tiny CLIP fine-tuned on a split poisoned by both attacks, cached by its recipe and code
+    (:func:`hf_tbar.training.cache.cached_checkpoint`: a folder from another recipe or older code is rebuilt)."""
     pretrain = PretrainConfig()
-    dataset, task = load_embedded_dataset(pretrain.dataset, image_size=pretrain.architecture.image_size)
     first, second = recipes()
-    train = poison_dataset(
-        dataset["train"], first.trigger(), first.target, first.poison_rate, seed=first.seed
-    )
-    model, processor = load_model(pretrained_clip_path(pretrain))
-    # backdoor_clip poisons with the second trigger and fine-tunes on rows carrying either
-    backdoor_clip(model, processor, task, train.remove_columns("poisoned"), second)
-    with atomic_output_dir(folder, overwrite=True) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-    return folder
+
+    def build(folder: Path) -> None:
+        dataset, task = load_embedded_dataset(pretrain.dataset, image_size=pretrain.architecture.image_size)
+        train = poison_dataset(
+            dataset["train"], first.trigger(), first.target, first.poison_rate, seed=first.seed
+        )
+        model, processor = load_model(pretrained_clip_path(pretrain))
+        # backdoor_clip poisons with the second trigger and fine-tunes on rows carrying either
+        backdoor_clip(model, processor, task, train.remove_columns("poisoned"), second)
+        with atomic_output_dir(folder) as tmp:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+
+    side = pretrain.architecture.image_size
+    recipe = {
+        "kind": "two-backdoors",
+        "clean": pretrain.cache_key(),
+        "backdoors": [config.to_dict(image_size=side) for config in (first, second)],
+    }
+    return cached_checkpoint("multi-backdoored", recipe, build)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs/benchmarks/multi_backdoor")
     parser.add_argument("--set_size", type=int, default=300, help="Triggered images per trigger vector.")
     parser.add_argument("--steps", type=int, default=30, help="Fine-tuning steps of each vector (TBAR's 30).")
     parser.add_argument(
@@ -69,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
-    path = two_backdoor_model(args.work_dir / "model")
+    path = two_backdoor_model()
     built = time.perf_counter() - start
     base = embedded_scenario("badnets")  # the embedded splits (its models are not used)
     pairs = [(recipe.trigger(), recipe.target) for recipe in recipes()]

@@ -20,13 +20,27 @@ class TBARConfig(FinetuneConfig):
 
     The vision tower is fine-tuned on triggered images labelled with the attack's target; the text
     tower and the zero-shot head stay frozen. The optimisation and checkpointing fields are
-    :class:`~hf_tbar.training.FinetuneConfig`'s, with TBAR's defaults (30 steps of 32 images; the learning
-    rate depends on ``mode``).
+    :class:`~hf_tbar.training.FinetuneConfig`'s, with TBAR's defaults: batches of 32 images until the loss
+    plateaus (windows of 10 steps), at most 200 steps per fine-tuning; the learning rate depends on ``mode``.
+    A fixed count that suits one model does not suit another (the embedded digits converge in ~20 steps, a
+    64 px model of another image family needed ~100), so the loss decides. ``plateau_window=0`` runs exactly
+    ``steps`` (the seed paper's recipe is ``variant="plain", steps=30, plateau_window=0``).
     """
 
     steps: int = field(
-        default=30,
-        metadata={"help": "Optimizer steps of the trigger fine-tuning.", "aliases": ["--max_steps"]},
+        default=200,
+        metadata={
+            "help": "Most optimizer steps of each fine-tuning (trigger, repair, target-class); it stops earlier "
+            "once the loss plateaus (see --plateau_window).",
+            "aliases": ["--max_steps"],
+        },
+    )
+    plateau_window: int = field(
+        default=10,
+        metadata={
+            "help": "Stop a fine-tuning once the mean loss of the last plateau_window steps fell by less than "
+            "plateau_tolerance (relative) from the window before, or below plateau_min_loss. 0: run every step."
+        },
     )
     batch_size: int = field(
         default=32,
@@ -64,10 +78,11 @@ class TBARConfig(FinetuneConfig):
         metadata={"help": "Vision-tower linear layers that get LoRA adapters (mode='lora')."},
     )
     variant: str = field(
-        default="plain",
+        default="repair-preserving",
         metadata={
-            "help": "Trigger-vector variant: 'plain' (the seed paper), 'target-preserving', 'repair' or "
-            "'repair-preserving' (see hf_tbar.variants; more can be registered, so not a fixed choice)."
+            "help": "Trigger-vector variant: 'repair-preserving' (recommended), 'plain' (the seed paper), "
+            "'target-preserving' or 'repair' (see hf_tbar.variants; more can be registered, so not a fixed "
+            "choice)."
         },
     )
     preserve_set_size: int = field(

@@ -16,7 +16,7 @@ from .attacks.base import Trigger
 from .detection import DecreeConfig, estimate_target, invert_trigger
 from .evaluation import EvalResult, evaluate_classifier
 from .results import Detection
-from .scale_search import ScaleSearchConfig, ScaleSelection, search_scale
+from .scale_search import ScaleSearchConfig, ScaleSelection, format_sweep, search_scale
 from .task_vector import TaskVector
 from .vector_fitting import Images
 
@@ -75,15 +75,23 @@ class Evaluating:
                     state[name].copy_(tensor)
             vector.apply_to(work, -scale, in_place=True)
             result = self.evaluate(pixels, labels, trigger, target, model=work, triggered=triggered)
-            return result.clean_accuracy, result.attack_success_rate, result.target_class_accuracy
+            return (
+                result.clean_accuracy,
+                result.attack_success_rate,
+                result.target_class_accuracy,
+                result.num_examples,
+                result.num_triggered,
+                result.num_target,
+            )
 
         selection = search_scale(evaluate, search)
         logger.info(
-            "selected scale %.3f after %d evaluations (validation CA %.1f%%, ASR %.1f%%)",
+            "selected scale %.3f after %d evaluations (validation CA %.1f%%, ASR %.1f%%); the sweep:\n%s",
             selection.scale,
             selection.evaluations,
             100 * selection.best.clean_accuracy,
             100 * selection.best.attack_success_rate,
+            format_sweep(selection.sweep),
         )
         return selection
 

@@ -11,8 +11,8 @@ from .attacks.base import Trigger
 from .data.embedded import TaskSpec
 from .data.images import ImageSet, as_image_set
 from .data.pixels import validate_pixels
-from .errors import DataError
-from .metrics import attack_success_rate, clean_accuracy, per_class_accuracy
+from .errors import DataError, ModelAtChanceError
+from .metrics import attack_success_rate, chance_accuracy, clean_accuracy, near_chance, per_class_accuracy
 from .zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 
@@ -26,6 +26,8 @@ class EvalResult:
         target_class_accuracy: Accuracy on clean images of the target class, or None without a target.
         per_class_accuracy: Clean accuracy per class index.
         num_examples: Images evaluated.
+        num_triggered: Triggered images the ASR was measured on (non-target images, or poisoned ones found).
+        num_target: Clean images of the target class (the target-class accuracy's denominator).
     """
 
     clean_accuracy: float
@@ -33,9 +35,21 @@ class EvalResult:
     target_class_accuracy: float | None = None
     per_class_accuracy: list[float] = field(default_factory=list)
     num_examples: int = 0
+    num_triggered: int | None = None
+    num_target: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def num_correct(self) -> int:
+        """Clean images classified right (``clean_accuracy x num_examples``, rounded)."""
+        return round(self.clean_accuracy * self.num_examples)
+
+    def near_chance(self, num_classes: int) -> bool:
+        """Whether this clean accuracy is no evidence of solving a ``num_classes``-class task
+        (:func:`hf_tbar.metrics.near_chance`)."""
+        return near_chance(self.num_correct, self.num_examples, num_classes)
 
     def summary(self) -> str:
         parts = [f"CA {100 * self.clean_accuracy:.1f}%"]
@@ -97,17 +111,22 @@ def evaluate_classifier(
     )
     if target is not None:
         result.target_class_accuracy = result.per_class_accuracy[int(target)]
+        result.num_target = int((labels_all == int(target)).sum())
         if stamp and flipped:
-            result.attack_success_rate = attack_success_rate(
-                torch.cat(flipped), torch.cat(flipped_truths), target
-            )
+            flipped_labels = torch.cat(flipped_truths)
+            result.attack_success_rate = attack_success_rate(torch.cat(flipped), flipped_labels, target)
+            result.num_triggered = len(flipped_labels)
         elif triggered is not None:
-            result.attack_success_rate = flip_rate(classifier, triggered, target, batch_size)
+            result.attack_success_rate, result.num_triggered = flip_rate(
+                classifier, triggered, target, batch_size
+            )
     return result
 
 
-def flip_rate(classifier: ZeroShotClassifier, triggered: ImageSet, target: int, batch_size: int) -> float:
-    """Share of ``triggered`` images (already carrying a trigger) classified as ``target``."""
+def flip_rate(
+    classifier: ZeroShotClassifier, triggered: ImageSet, target: int, batch_size: int
+) -> tuple[float, int]:
+    """Share of ``triggered`` images (already carrying a trigger) classified as ``target``, and their count."""
     hits = total = 0
     for batch, _ in triggered.batches(batch_size):
         validate_pixels(batch, "poisoned images")
@@ -115,7 +134,7 @@ def flip_rate(classifier: ZeroShotClassifier, triggered: ImageSet, target: int, 
         total += len(batch)
     if total == 0:
         raise DataError("no poisoned images to measure the attack success rate on")
-    return hits / total
+    return hits / total, total
 
 
 def evaluate_model(
@@ -144,3 +163,29 @@ def evaluate_model(
     head = build_zero_shot_head(model, processor.tokenizer, task)
     classifier = ZeroShotClassifier.from_processor(model, head, processor).to(head.device)
     return evaluate_classifier(classifier, pixels, labels, trigger, target, batch_size)
+
+
+def chance_message(result: EvalResult, num_classes: int, what: str = "the model") -> str:
+    """``"<what>'s clean accuracy X% (c of n images) is near chance (1/k = Y% with k classes)"``."""
+    return (
+        f"{what}'s clean accuracy {100 * result.clean_accuracy:.1f}% ({result.num_correct} of "
+        f"{result.num_examples} images) is near chance ({100 * chance_accuracy(num_classes):.1f}% with "
+        f"{num_classes} classes)"
+    )
+
+
+def ensure_solves_task(result: EvalResult, num_classes: int, split: str = "validation") -> None:
+    """Refuse a model whose clean accuracy (``result``, on ``split``) is near chance: it does not solve the task
+    with these class names and prompt templates, so no verdict about a backdoor in it, and no removal, means
+    anything.
+
+    Raises:
+        ModelAtChanceError: :meth:`EvalResult.near_chance` (a one-sided binomial test against ``1 /
+            num_classes``, or accuracy within 10% of the way from chance to perfect).
+    """
+    if result.near_chance(num_classes):
+        raise ModelAtChanceError(
+            f"{chance_message(result, num_classes)} on the {split} split: it does not solve this task with these "
+            "class names and prompt templates (check --classnames / --templates, and that the labels match "
+            "the images); nothing was done. Pass force=True (--force) to go on anyway"
+        )

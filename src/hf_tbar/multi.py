@@ -4,10 +4,11 @@ scales chosen jointly on validation data by a coordinate search.
 ``theta_clean = theta_b - sum_i alpha_i * tau_i``. The search (pure: it only calls ``evaluate``) first
 gives every vector the same scale (the grid value that is best overall), then, for ``rounds`` passes, sets
 each ``alpha_i`` in turn to the grid value that is best with the others fixed. "Best" is the lowest worst
-validation ASR over the triggers (ties: the lower mean ASR, then the higher CA), subject to
-``CA >= ca_threshold x`` the backdoored model's. Starting from a common scale keeps the accuracy budget from
-being spent on the first vector alone (a greedy pass from zero drives one ASR down and leaves no room for
-the others).
+validation ASR over the triggers (ties: the lower mean ASR, then the higher CA), subject to the constraints of
+:class:`~hf_tbar.scale_search.ScaleSearchConfig`: ``CA >= ca_threshold x`` the backdoored model's and, per
+trigger, target-class accuracy ``>= target_threshold x`` the backdoored model's, both on the upper Wilson bounds
+as the single-backdoor search does. Starting from a common scale keeps the accuracy budget from being spent on
+the first vector alone (a greedy pass from zero drives one ASR down and leaves no room for the others).
 """
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ from transformers import PreTrainedModel
 from .attacks.base import Trigger
 from .errors import ConfigError
 from .evaluation import EvalResult
+from .hub.gate import gate_failures
 from .metrics import ca_retention
-from .scale_search import ScaleSearchConfig
+from .scale_search import NoFeasibleScaleError, ScaleSearchConfig, SweepPoint
 from .task_vector import TaskVector
 from .variants import VARIANTS
+from .vector_fitting import loss_did_not_fall
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MultiUnlearning", "MultiUnlearningResult", "coordinate_search", "check_pairs"]
 
-#: ``scales -> (clean accuracy, ASR per trigger)`` on validation data.
-Evaluate = Callable[[list[float]], tuple[float, list[float]]]
+#: ``scales -> (clean accuracy, ASR per trigger, whether the constraints hold)`` on validation data.
+Evaluate = Callable[[list[float]], tuple[float, list[float], bool]]
 
 
 def check_pairs(pairs: Sequence[tuple[Trigger, int | str]]) -> None:
@@ -57,32 +60,37 @@ def check_pairs(pairs: Sequence[tuple[Trigger, int | str]]) -> None:
 
 
 def coordinate_search(
-    evaluate: Evaluate, count: int, grid: Sequence[float], ca_floor: float, rounds: int = 2
+    evaluate: Evaluate, count: int, grid: Sequence[float], rounds: int = 2
 ) -> tuple[list[float], int]:
     """Per-vector scales chosen jointly (see the module docstring); returns them and the evaluations made.
 
+    All zeros (the backdoored model) is never a candidate: when no other candidate meets the constraints, the
+    scales it returns are all zero, which the caller reports as an error.
+
     Args:
-        evaluate: ``scales -> (CA, [ASR_i])`` on validation data.
+        evaluate: ``scales -> (CA, [ASR_i], feasible)`` on validation data; ``feasible`` says whether the
+            accuracy constraints hold for these scales.
         count: Number of vectors.
         grid: Candidate values of each scale (dimensionless, >= 0).
-        ca_floor: Smallest acceptable validation CA (a share in [0, 1]).
         rounds: Passes over the vectors.
     """
     scales = [0.0] * count
-    cache: dict[tuple[float, ...], tuple[float, list[float]]] = {}
+    cache: dict[tuple[float, ...], tuple[float, list[float], bool]] = {}
 
     def score(candidate: list[float]) -> tuple[float, float, float] | None:
         key = tuple(candidate)
         if key not in cache:
             cache[key] = evaluate(list(candidate))
-        ca, asrs = cache[key]
-        if ca < ca_floor:
+        ca, asrs, feasible = cache[key]
+        if not feasible:
             return None
         return (max(asrs), sum(asrs) / len(asrs), -ca)
 
-    best = score(scales)
+    best = None  # all zeros is the backdoored model: never a result, as in the single-vector search
     for value in grid:  # one common scale first
         candidate = [float(value)] * count
+        if not any(candidate):
+            continue
         current = score(candidate)
         if current is not None and (best is None or current < best):
             best, scales = current, candidate
@@ -90,6 +98,8 @@ def coordinate_search(
         for i in range(count):
             for value in grid:
                 candidate = [*scales[:i], float(value), *scales[i + 1 :]]
+                if not any(candidate):
+                    continue
                 current = score(candidate)
                 if current is not None and (best is None or current < best):
                     best, scales = current, candidate
@@ -117,6 +127,16 @@ class MultiUnlearningResult:
     def ca_retention(self) -> float | None:
         return ca_retention(self.after[0].clean_accuracy, self.before[0].clean_accuracy)
 
+    @property
+    def gate_failures(self) -> list[str]:
+        """The publication gate (:func:`hf_tbar.hub.gate.gate_failures`) on each trigger's test metrics, each
+        message prefixed with its trigger (empty when every backdoor passes)."""
+        return [
+            f"{trigger.name} -> class {target}: {message}"
+            for trigger, target, before, after in zip(self.triggers, self.targets, self.before, self.after)
+            for message in gate_failures(before, after)
+        ]
+
     def table(self) -> str:
         """A markdown table: per trigger, ASR before and after, and the scale of its vector."""
         lines = ["| trigger | target | scale | ASR before | ASR after |", "|---|---|---|---|---|"]
@@ -143,9 +163,9 @@ class MultiUnlearning:
         rounds: int = 2,
     ) -> MultiUnlearningResult:
         """Remove several backdoors: fit one vector per ``(trigger, target)`` pair (``config.variant`` of it, as
-        :meth:`unlearn` does for one), then choose their
-        scales jointly on ``validation`` (CA floor: ``search.ca_threshold`` x the backdoored CA) and verify
-        on ``test`` (default: ``validation``) with every trigger.
+        :meth:`unlearn` does for one), then choose their scales jointly on ``validation`` (the constraints of
+        ``search``: CA and each target class's accuracy) and verify on ``test`` (default: ``validation``) with
+        every trigger.
 
         Args:
             pairs: ``(trigger, target)`` per backdoor; a target is a class index or name.
@@ -155,6 +175,10 @@ class MultiUnlearning:
 
         Raises:
             ConfigError: no pair, or the same trigger twice.
+            NoFeasibleScaleError: no candidate but all-zero scales keeps the constraints.
+
+        The result's ``warnings`` name fine-tunings whose loss did not fall, scales at the search's bound and the
+        publication gate's failures per trigger (:attr:`MultiUnlearningResult.gate_failures`).
         """
         check_pairs(pairs)
         search = search or ScaleSearchConfig()
@@ -164,22 +188,78 @@ class MultiUnlearning:
         test = validation if test is None else test
         clean = self._images(clean_pixels, "clean images")
         variant = VARIANTS[self.config.variant]  # each backdoor's vector is the configured variant
-        vectors = [
-            variant(self.vector_fits(trigger, target, clean)) for trigger, target in zip(triggers, targets)
-        ]
-        before_val = self._evaluate_all(validation, triggers, targets, None)
+        vectors, losses = [], {}
+        for trigger, target in zip(triggers, targets):
+            self.fit_losses = {}
+            vectors.append(variant(self.vector_fits(trigger, target, clean)))
+            losses.update({f"{trigger.name}: {label}": curve for label, curve in self.fit_losses.items()})
+        self.fit_losses = losses
+        baseline = self._evaluate_all(validation, triggers, targets, None)
+        measured: dict[tuple[float, ...], list[EvalResult]] = {}
 
-        def evaluate(scales: list[float]) -> tuple[float, list[float]]:
+        def evaluate(scales: list[float]) -> tuple[float, list[float], bool]:
             results = self._evaluate_all(validation, triggers, targets, self._combined(vectors, scales))
-            return results[0].clean_accuracy, [r.attack_success_rate for r in results]
+            measured[tuple(scales)] = results
+            return (
+                results[0].clean_accuracy,
+                [r.attack_success_rate for r in results],
+                self._constraints_hold(results, baseline, search),
+            )
 
-        floor = search.ca_threshold * before_val[0].clean_accuracy
-        scales, evaluations = coordinate_search(evaluate, len(vectors), grid, floor, rounds)
+        scales, evaluations = coordinate_search(evaluate, len(vectors), grid, rounds)
+        if not any(scales):
+            raise NoFeasibleScaleError(
+                f"no scales keep the accuracy constraints for the {len(vectors)} backdoors together "
+                f"(CA >= {search.ca_threshold:.2f} x {100 * baseline[0].clean_accuracy:.1f}%"
+                + (
+                    ""
+                    if search.target_threshold is None
+                    else f", target-class accuracy >= {search.target_threshold:.2f} x each"
+                )
+                + f"; {evaluations} candidates evaluated): lower the thresholds or give more validation images",
+                [],
+            )
         model = self._combined(vectors, scales)
         before = self._evaluate_all(test, triggers, targets, None)
         after = self._evaluate_all(test, triggers, targets, model)
         logger.info("several backdoors: scales %s after %d evaluations", scales, evaluations)
-        return MultiUnlearningResult(model, triggers, targets, vectors, scales, before, after, evaluations)
+        result = MultiUnlearningResult(model, triggers, targets, vectors, scales, before, after, evaluations)
+        result.warnings = [
+            f"{label}: the loss did not fall ({curve[0]:.3f} -> {curve[-1]:.3f}): raise learning_rate or steps"
+            for label, curve in losses.items()
+            if loss_did_not_fall(curve)
+        ]
+        result.warnings += [
+            f"the scale {scale:.2f} of {trigger.name}'s vector is the search's bound (max_scale "
+            f"{search.max_scale}): the vector may be too weak"
+            for trigger, scale in zip(triggers, scales)
+            if scale >= max(grid) * (1 - 1e-6)
+        ]
+        result.warnings += result.gate_failures
+        for message in result.warnings:
+            logger.warning("%s", message)
+        return result
+
+    @staticmethod
+    def _constraints_hold(
+        results: list[EvalResult], baseline: list[EvalResult], search: ScaleSearchConfig
+    ) -> bool:
+        """Whether CA and every trigger's target-class accuracy keep their thresholds (upper Wilson bounds)."""
+        point = SweepPoint(0.0, results[0].clean_accuracy, 0.0, clean_count=results[0].num_examples)
+        ca = point.upper_bound(point.clean_accuracy, point.clean_count, search.confidence)
+        if ca < search.ca_threshold * baseline[0].clean_accuracy:
+            return False
+        if search.target_threshold is None:
+            return True
+        for result, reference in zip(results, baseline):
+            if reference.target_class_accuracy is None:
+                continue
+            kept = point.upper_bound(
+                result.target_class_accuracy or 0.0, result.num_target, search.confidence
+            )
+            if kept < search.target_threshold * reference.target_class_accuracy:
+                return False
+        return True
 
     def _combined(self, vectors: list[TaskVector], scales: list[float]) -> PreTrainedModel:
         """``theta_b - sum_i scales[i] * vectors[i]`` as a new model."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from .data.pixels import image_size_of
 from .hub.provenance import base_model_provenance
 from .io import atomic_output_dir, refuse_overlap, write_json
+from .metrics import chance_accuracy
 from .report_schema import REPORT_FILE, SCHEMA_VERSION, TBARReport
 from .scale_search import SweepPoint
 
@@ -107,6 +108,7 @@ def build_report(unlearner, result, **extra) -> TBARReport:
         "evaluation_split": extra.pop("evaluation_split", "test"),
         "before": result.before.to_dict(),
         "after": result.after.to_dict(),
+        "chance_accuracy": chance_accuracy(unlearner.task.num_classes),
         "timings_s": result.timings,
         "finetuning_losses": result.losses,
         "warnings": result.warnings,

@@ -110,6 +110,7 @@ class TBARReport:
         sweep: The validation metrics of every scale evaluated.
         evaluation_split: The split ``before`` and ``after`` were measured on.
         before: Metrics of the backdoored model; after: of the sanitized one.
+        chance_accuracy: Accuracy of uniform guessing on the task, ``1 / number of classes``.
         timings_s: Wall time per stage, seconds.
         finetuning_losses: Loss per step of each fine-tuning, by its label.
         versions: Package versions (``None`` for a package that was not installed).
@@ -135,6 +136,7 @@ class TBARReport:
     evaluation_split: str | None = None
     before: EvalResult
     after: EvalResult
+    chance_accuracy: float | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     finetuning_losses: dict[str, list[float]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

@@ -29,6 +29,7 @@ from .data.task_data import resolve_target
 from .detection import DecreeConfig
 from .errors import ConfigError, DataError, ModelLoadError
 from .evaluating import Evaluating
+from .evaluation import ensure_solves_task
 from .io import refuse_overlap
 from .models import ModelFamily, family_of
 from .multi import MultiUnlearning
@@ -207,7 +208,9 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
             clean_labels: Labels of ``clean_pixels`` when they are a tensor (variants need them).
             search: Scale-search constraints.
             decree: DECREE settings for ``trigger="auto"``.
-            force: With ``trigger="auto"``, unlearn the inverted trigger even if DECREE does not flag the model.
+            force: Go on past the checks that would stop the run: a model whose clean validation accuracy is
+                near chance (:func:`~hf_tbar.evaluation.ensure_solves_task`), and, with ``trigger="auto"``, a
+                model no detector flags (its inverted trigger is unlearned anyway).
             poisoned: Images already carrying the trigger (found in the wild), with ``trigger=None``: they are
                 split (seeded) into the unlearning set and held-out parts whose share classified as the
                 target is the ASR used to select and verify the scale.
@@ -215,6 +218,8 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
                 from ``caption_column``): the vectors are then fitted with CLIP's contrastive loss.
 
         Raises:
+            ModelAtChanceError: the model's clean validation accuracy is near chance (unless ``force``): checked
+                before any work.
             NoBackdoorDetectedError: ``trigger="auto"`` and DECREE did not flag the model (unless ``force``).
             NoFeasibleScaleError: no scale keeps the accuracy constraints.
             DataError / ConfigError: unusable images, labels, target or variant (naming them).
@@ -223,6 +228,11 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
         detection, found = None, None
         self.fit_losses = {}
         clean = self._clean_set(clean_pixels, clean_labels, clean_captions)
+        start = time.perf_counter()
+        solves = self.evaluate(validation)  # clean accuracy only: does the model solve this task at all?
+        timings["task_check_s"] = time.perf_counter() - start
+        if not force:
+            ensure_solves_task(solves, self.task.num_classes)
         if trigger is None:
             if poisoned is None:
                 raise ConfigError("give a trigger, trigger='auto', or poisoned images found as they are")

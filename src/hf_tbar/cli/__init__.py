@@ -15,6 +15,8 @@ import logging
 import os
 import sys
 import traceback
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -40,11 +42,39 @@ COMMANDS: dict[str, str] = {
 DEBUG_ENV = "HF_TBAR_DEBUG"
 
 
+#: Words that give ``None`` to an optional number (``--target_threshold none``).
+NONE_WORDS = ("none", "None", "off")
+
+
+def optional_number(kind: type) -> Callable[[str], object]:
+    """An argparse ``type`` reading ``kind`` or one of :data:`NONE_WORDS` (``None``)."""
+
+    def parse(text: str):
+        return None if text in NONE_WORDS else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
+    return parse
+
+
 class CommandParser(HfArgumentParser):
     """``HfArgumentParser`` whose errors are one line, ``hf-tbar <command>: error: ...``, exit status 2.
 
-    A value refused by an argument dataclass's ``__post_init__`` is a usage error like any other.
+    A value refused by an argument dataclass's ``__post_init__`` is a usage error like any other. A number
+    field that may be ``None`` (``target_threshold: float | None``) also reads ``none``.
     """
+
+    def __init__(self, dataclass_types, **kwargs) -> None:
+        # Read before HfArgumentParser resolves the types (it rewrites ``float | None`` fields to ``float``).
+        optional = {
+            name
+            for cls in dataclass_types
+            for name, hint in typing.get_type_hints(cls).items()
+            if hint in (float | None, int | None)
+        }
+        super().__init__(dataclass_types, **kwargs)
+        for action in self._actions:
+            if action.dest in optional and action.type in (float, int):
+                action.type = optional_number(action.type)
 
     def error(self, message: str) -> NoReturn:
         self.exit(
@@ -152,6 +182,9 @@ def run_command(name: str, argv: list[str], debug: bool = False) -> int:
         if debug:
             traceback.print_exc()
         code = _exit_code(error)
+        details = getattr(error, "details", None)  # a table the one line refers to (e.g. the scale sweep)
+        if details:
+            print(str(details).rstrip("\n"), file=sys.stderr)  # noqa: T201
         message = _one_line(str(error)) or type(error).__name__
         if code == EXIT_UNEXPECTED:
             message = f"unexpected {type(error).__name__}: {message} (rerun with --debug for the traceback)"

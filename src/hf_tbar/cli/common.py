@@ -109,14 +109,6 @@ class UnlearnArguments:
             "help": "The attack's target class: an index or a class name (default 0 for embedded runs)."
         },
     )
-    ca_threshold: float = field(
-        default=0.95, metadata={"help": "Keep validation CA >= this x the backdoored CA."}
-    )
-    target_threshold: float | None = field(
-        default=0.8,
-        metadata={"help": "Keep validation target-class accuracy >= this x the backdoored one (None: off)."},
-    )
-    max_scale: float = field(default=3.0, metadata={"help": "Largest negation scale searched."})
     decree_steps: int | None = field(
         default=None,
         metadata={
@@ -141,7 +133,6 @@ class UnlearnArguments:
                 f"--trigger_image needs --trigger image-patch or blend-image, got {self.trigger!r}"
             )
         self.trigger_parameters()
-        self.search_config()
 
     def trigger_parameters(self) -> dict[str, Any]:
         """``--attack_params`` with ``--trigger_image/_position/_size`` folded in."""
@@ -170,11 +161,6 @@ class UnlearnArguments:
     def trigger_name(self) -> str:
         return self.attack if self.trigger == "known" else self.trigger
 
-    def search_config(self) -> ScaleSearchConfig:
-        return ScaleSearchConfig(
-            ca_threshold=self.ca_threshold, target_threshold=self.target_threshold, max_scale=self.max_scale
-        )
-
 
 @dataclass
 class Run:
@@ -202,7 +188,12 @@ def split_label(data: TaskData, role: str) -> str:
     return f"{role} (carved from {used['split']})" if used.get("carved_from_train") else used["split"]
 
 
-def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfig) -> Run:
+def run_tbar(
+    args: UnlearnArguments,
+    data_args: DataArguments,
+    config: TBARConfig,
+    search: ScaleSearchConfig | None = None,
+) -> Run:
     """Check every output, load the model and the data, run TBAR, save the sanitized folder.
 
     A :class:`~hf_tbar.data.caption_data.CaptionDataArguments` naming captions makes the unlearning set
@@ -254,7 +245,7 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
         clean_pixels=captions.images(unlearner.processor) if captions is not None else splits["train"],
         validation=splits["validation"],
         test=splits["test"],
-        search=args.search_config(),
+        search=search or ScaleSearchConfig(),
         decree=DecreeConfig(steps=args.decree_steps) if args.decree_steps else None,
         poisoned=poisoned,
     )

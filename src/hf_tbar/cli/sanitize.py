@@ -27,7 +27,7 @@ from ..hub.gate import SafetyGateError
 from ..hub.remote import HubPushError
 from ..io import check_output_dir
 from ..results import NoBackdoorDetectedError
-from ..scale_search import NoFeasibleScaleError
+from ..scale_search import NoFeasibleScaleError, ScaleSearchConfig
 from .common import UnlearnArguments, run_tbar
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class SanitizeArguments(UnlearnArguments):
             raise ConfigError("--dry_run_dir needs --repo_id (the card and the commit are written for it)")
 
 
-DATACLASSES = (SanitizeArguments, CaptionDataArguments, TBARConfig)
+DATACLASSES = (SanitizeArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig)
 
 
 def _pct(share: float | None) -> str:
@@ -97,12 +97,14 @@ def _stage(error: BaseException) -> tuple[str, str]:
     return "prepare", "bad argument, input or output"
 
 
-def run(args: SanitizeArguments, data_args: DataArguments, config: TBARConfig) -> int:
+def run(
+    args: SanitizeArguments, data_args: DataArguments, config: TBARConfig, search: ScaleSearchConfig
+) -> int:
     """Run the stages in order; the first that fails ends the command with a line naming it."""
     if args.dry_run_dir is not None:  # refused before minutes of work, not after them
         check_output_dir(args.dry_run_dir, [p for p in (args.model, args.output_dir) if p], overwrite=False)
     try:
-        done = run_tbar(args, data_args, config)
+        done = run_tbar(args, data_args, config, search)
         result = done.result
         summary = (
             f"ASR {_pct(result.before.attack_success_rate)} -> {_pct(result.after.attack_success_rate)}, "

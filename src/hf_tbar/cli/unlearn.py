@@ -16,14 +16,17 @@ from __future__ import annotations
 
 from ..config import TBARConfig
 from ..data.caption_data import CaptionDataArguments
+from ..scale_search import ScaleSearchConfig
 from .common import UnlearnArguments, format_table, run_tbar
 
 HELP = "Remove a backdoor with TBAR (known, image or found trigger, or --trigger auto) and save a CLIPModel folder."
-DATACLASSES = (UnlearnArguments, CaptionDataArguments, TBARConfig)
+DATACLASSES = (UnlearnArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig)
 
 
-def run(args: UnlearnArguments, data_args: CaptionDataArguments, config: TBARConfig) -> int:
-    done = run_tbar(args, data_args, config)
+def run(
+    args: UnlearnArguments, data_args: CaptionDataArguments, config: TBARConfig, search: ScaleSearchConfig
+) -> int:
+    done = run_tbar(args, data_args, config, search)
     result, unlearner = done.result, done.unlearner
     rows = [("backdoored", result.before), (f"TBAR (scale {result.selection.scale:.2f})", result.after)]
     if result.detection is not None:

@@ -109,6 +109,7 @@ def load_task_data(args: DataArguments) -> TaskData:
         if cap is not None and cap < len(read[role]):
             read[role] = read[role].select(_stratified_subset(labels[role], cap, args.data_seed))
 
+    _warn_small_validation(read["validation"], label_column, classnames, "validation" in missing, args)
     templates = args.template_list() or (source_task.templates if source_task else DEFAULT_TEMPLATES)
     try:
         task = TaskSpec(classnames=tuple(classnames), templates=tuple(templates))
@@ -141,6 +142,40 @@ def load_task_data(args: DataArguments) -> TaskData:
         image_column=image_column,
         label_column=label_column,
         provenance=provenance,
+    )
+
+
+#: Validation images per class below which the scale search's accuracy constraints are coarse (one image is
+#: 5 points of a class's accuracy at 20): :func:`load_task_data` warns, saying how to give more.
+MIN_VALIDATION_PER_CLASS = 20
+
+
+def _warn_small_validation(
+    validation: Dataset, label_column: str, classnames: list[str], carved: bool, args: DataArguments
+) -> None:
+    """Warn when the validation split holds fewer than :data:`MIN_VALIDATION_PER_CLASS` images of some class."""
+    counts = np.bincount(np.asarray(validation[label_column], dtype=np.int64), minlength=len(classnames))
+    smallest = int(counts.argmin())
+    if counts[smallest] >= MIN_VALIDATION_PER_CLASS:
+        return
+    if carved:
+        how = (
+            f"it was carved from train (validation_fraction {args.validation_fraction}): raise "
+            "--validation_fraction, or give a dataset with a validation split (--validation_split)"
+        )
+    else:
+        how = "give a larger validation split (--validation_split), or lift --max_eval_samples"
+    logger.warning(
+        "the validation split holds %d images, as few as %d of class %r (below %d per class): one image moves "
+        "clean accuracy by %.1f points and that class's accuracy by %.0f, so the scale search compares wide "
+        "confidence bounds; %s",
+        len(validation),
+        counts[smallest],
+        classnames[smallest],
+        MIN_VALIDATION_PER_CLASS,
+        100 / max(1, len(validation)),
+        100 / max(1, int(counts[smallest])),
+        how,
     )
 
 

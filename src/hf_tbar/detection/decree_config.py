@@ -5,11 +5,9 @@ The default thresholds (cosine 0.6, PL1 0.01) were fitted on hf_tbar's embedded 
 ``"embedded-tiny-clip"`` when those defaults meet that model, ``"paper"`` with :meth:`DecreeConfig.paper`,
 ``"user"`` when the caller set a threshold, and ``"uncalibrated"`` (only indicative) otherwise.
 
-The embedded tiny CLIP is recognised by its architecture (:func:`is_embedded_tiny_clip`): the config matches
-:class:`~hf_tbar.tiny_clip.TinyCLIPConfig`'s defaults (32 px, patch 8, 4-layer width-128 vision tower,
-projection 64; for a full CLIP also the 2-layer width-64 text tower of 32 tokens). Every embedded clean and
-backdoored model has it, wherever its folder lies and whether or not it holds ``backdoor_recipe.json`` (the
-clean one does not); a model built at exactly these defaults with ``build_tiny_clip`` counts as embedded too.
+The embedded tiny CLIP is recognised by the recipe file hf_tbar writes into every model it trains (world
+``digits@32``, :func:`~hf_tbar.detection.calibration.model_world`), never by its architecture alone: a model of
+the same shape trained on other data is another kind of model, on which the thresholds were never measured.
 """
 
 from __future__ import annotations
@@ -20,11 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
-from transformers import CLIPVisionModelWithProjection
 
 from ..errors import ConfigError
-from ..tiny_clip import TinyCLIPConfig
-from ..zeroshot import unwrap_clip
+from .calibration import model_world
 from .inverted import InvertedTrigger
 
 #: Calibrations a verdict can rest on (:attr:`DecreeResult.calibration`).
@@ -34,6 +30,8 @@ PAPER_CALIBRATION = "paper"
 UNCALIBRATED = "uncalibrated"
 CALIBRATIONS = (EMBEDDED_CALIBRATION, USER_CALIBRATION, PAPER_CALIBRATION, UNCALIBRATED)
 
+#: The kind of model the default thresholds were fitted on (:attr:`hf_tbar.training.PretrainConfig.world`).
+EMBEDDED_WORLD = "digits@32"
 #: Default thresholds, fitted on the embedded tiny CLIP (see :class:`DecreeConfig`).
 DEFAULT_COSINE_THRESHOLD = 0.6
 DEFAULT_DETECTION_THRESHOLD = 0.01
@@ -184,64 +182,18 @@ class DecreeConfig:
         }
 
 
-def _embedded_architecture() -> dict[str, dict[str, int]]:
-    """The config values that identify the embedded tiny CLIP, per part of a CLIP config."""
-    tiny = TinyCLIPConfig()
-    return {
-        "vision": {
-            "image_size": tiny.image_size,
-            "patch_size": tiny.patch_size,
-            "hidden_size": tiny.vision_width,
-            "intermediate_size": 4 * tiny.vision_width,
-            "num_hidden_layers": tiny.vision_layers,
-            "num_attention_heads": tiny.vision_heads,
-        },
-        "text": {
-            "hidden_size": tiny.text_width,
-            "intermediate_size": 4 * tiny.text_width,
-            "num_hidden_layers": tiny.text_layers,
-            "num_attention_heads": tiny.text_heads,
-            "max_position_embeddings": tiny.max_text_length,
-        },
-        "projection": {"projection_dim": tiny.projection_dim},
-    }
-
-
-def is_embedded_tiny_clip(model: nn.Module) -> bool:
-    """Whether ``model`` has the architecture of hf_tbar's embedded tiny CLIP (:class:`TinyCLIPConfig`'s
-    defaults), the only model the default DECREE thresholds were calibrated on.
-
-    Accepts a :class:`~transformers.CLIPModel` (possibly PEFT/Accelerate-wrapped; its vision and text towers
-    and projection are compared) or a :class:`~transformers.CLIPVisionModelWithProjection` (vision tower and
-    projection); anything else is not the embedded model.
-    """
-    if isinstance(model, CLIPVisionModelWithProjection):
-        parts = {"vision": model.config, "projection": model.config}
-    else:
-        try:
-            config = unwrap_clip(model).config
-        except TypeError:
-            return False
-        parts = {"vision": config.vision_config, "text": config.text_config, "projection": config}
-    expected = _embedded_architecture()
-    return all(
-        getattr(part, key, None) == value
-        for name, part in parts.items()
-        for key, value in expected[name].items()
-    )
-
-
 def calibration_for(model: nn.Module, config: DecreeConfig) -> str:
     """The calibration that a verdict of ``config``'s thresholds on ``model`` rests on (:data:`CALIBRATIONS`).
 
     ``"user"`` or ``"paper"`` when the thresholds come from the caller or :meth:`DecreeConfig.paper`; with the
-    default thresholds, ``"embedded-tiny-clip"`` on the embedded tiny CLIP (:func:`is_embedded_tiny_clip`) and
-    ``"uncalibrated"`` on any other model.
+    default thresholds, ``"embedded-tiny-clip"`` on a model of the embedded digits world (its recipe file says
+    so: :func:`~hf_tbar.detection.calibration.model_world`) and ``"uncalibrated"`` on any other model, whatever
+    its architecture.
     """
     source = config.threshold_source
     if source != EMBEDDED_CALIBRATION:
         return source
-    return EMBEDDED_CALIBRATION if is_embedded_tiny_clip(model) else UNCALIBRATED
+    return EMBEDDED_CALIBRATION if model_world(model) == EMBEDDED_WORLD else UNCALIBRATED
 
 
 @dataclass

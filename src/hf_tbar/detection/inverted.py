@@ -169,3 +169,68 @@ def unit_to_logit(value: torch.Tensor, eps: float) -> torch.Tensor:
     """Inverse of :func:`logit_to_unit` for values in ``[0, 1]``."""
     scaled = ((value.double() - 0.5) * (2.0 - eps)).clamp(-1.0 + 1e-12, 1.0 - 1e-12)  # finite at 0 and 1
     return torch.atanh(scaled).to(value.dtype)
+
+
+@register_trigger
+@dataclass(frozen=True, eq=False)
+class InvertedPerturbation(Trigger):
+    """A reverse-engineered full-image trigger: a universal additive perturbation, ``x' = clip(x + delta)``.
+
+    What the perturbation family of class-conditional inversion (:mod:`hf_tbar.detection.class_inversion`)
+    finds for full-image backdoors (Blended, SIG, WaNet), which offer no small patch to a mask.
+
+    Args:
+        delta: Perturbation of shape ``(3, H, W)`` in pixel units, values in ``[-1, 1]`` (tensor or nested lists).
+        seed: Seed of the inversion that produced it (the trigger itself is deterministic).
+
+    Images of another size get ``delta`` resized bilinearly. Built without ``delta``
+    (``build_trigger("inverted-perturbation", seed=s)``), it is a seeded random 32x32 placeholder of RMS 0.05.
+    """
+
+    name = "inverted-perturbation"
+    delta: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.delta is None:
+            generator = torch.Generator().manual_seed(int(self.seed))
+            noise = torch.randn((3, PLACEHOLDER_SIZE, PLACEHOLDER_SIZE), generator=generator)
+            object.__setattr__(self, "delta", (0.05 * noise).clamp(-1, 1))
+        try:
+            delta = torch.as_tensor(self.delta, dtype=torch.float32).detach().cpu().clone()
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"delta must be a tensor or nested lists of numbers, got {type(self.delta).__name__}"
+            ) from err
+        if delta.ndim != 3 or delta.shape[0] != 3 or delta.numel() == 0:
+            raise ValueError(f"delta must have shape (3, H, W), got {tuple(delta.shape)}")
+        if not torch.isfinite(delta).all() or float(delta.abs().max()) > 1.0:
+            raise ValueError("delta must hold finite values in [-1, 1]")
+        object.__setattr__(self, "delta", delta)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InvertedPerturbation):
+            return NotImplemented
+        return self.seed == other.seed and torch.equal(self.delta, other.delta)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.seed, tuple(self.delta.shape)))
+
+    @property
+    def rms(self) -> float:
+        """Root mean square of ``delta`` in pixel units (its size: the L2 norm over ``sqrt(3 H W)``)."""
+        return float(self.delta.pow(2).mean().sqrt())
+
+    def apply(self, pixels: torch.Tensor) -> torch.Tensor:
+        delta = self.delta[None]
+        if tuple(pixels.shape[-2:]) != tuple(delta.shape[-2:]):
+            delta = F.interpolate(delta, size=tuple(pixels.shape[-2:]), mode="bilinear", align_corners=False)
+        return pixels + delta.to(pixels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable: ``delta`` as nested lists of floats."""
+        return {"name": self.name, "delta": self.delta.tolist(), "seed": self.seed}
+
+    def describe(self, image_size: int | None = None) -> str:
+        height, width = self.delta.shape[-2:]
+        return f"{self.name}(size={height}x{width}, rms={self.rms:.4f}, seed={self.seed})"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, HfTbarError, InputError
-from ..evaluation import EvalResult
+from ..evaluation import EvalResult, chance_message
 from ..metrics import ca_retention, finite
 from ..report_schema import REPORT_FILE, TBARReport
 
@@ -104,6 +104,12 @@ def gate_failures(
             f"{before.clean_accuracy:.1%} before) is below the minimum {min_ca_retention:.1%} by "
             f"{100 * (min_ca_retention - retention):.1f} points"
         )
+    num_classes = len(after.per_class_accuracy)
+    if finite(after.clean_accuracy) is not None and after.num_examples and num_classes >= 2:
+        if after.near_chance(num_classes):
+            failures.append(
+                f"{chance_message(after, num_classes, 'the sanitized model')}: it does not solve the task"
+            )
     return failures
 
 

@@ -140,6 +140,24 @@ class FinetuneConfig(LoggingArguments, CheckpointArguments):
         default=False, metadata={"help": "Same as --mixed_precision fp16 (TrainingArguments' name)."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of shuffling, augmentation and initialisation."})
+    plateau_window: int = field(
+        default=0,
+        metadata={
+            "help": "Stop before `steps` once the loss has plateaued: the mean loss of the last plateau_window "
+            "steps fell by less than plateau_tolerance (relative) from the window before, or below "
+            "plateau_min_loss. 0: run every step."
+        },
+    )
+    plateau_tolerance: float = field(
+        default=0.05,
+        metadata={
+            "help": "Relative fall of the windowed mean loss below which the loss counts as plateaued."
+        },
+    )
+    plateau_min_loss: float = field(
+        default=0.01,
+        metadata={"help": "A windowed mean loss below this counts as converged (plateaued)."},
+    )
 
     def __post_init__(self) -> None:
         LoggingArguments.__post_init__(self)
@@ -158,6 +176,16 @@ class FinetuneConfig(LoggingArguments, CheckpointArguments):
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if (
+            isinstance(self.plateau_window, bool)
+            or not isinstance(self.plateau_window, int)
+            or self.plateau_window < 0
+        ):
+            raise ConfigError(f"plateau_window must be an int >= 0, got {self.plateau_window!r}")
+        if not 0 <= self.plateau_tolerance < 1:
+            raise ConfigError(f"plateau_tolerance must be in [0, 1), got {self.plateau_tolerance}")
+        if not (math.isfinite(self.plateau_min_loss) and self.plateau_min_loss >= 0):
+            raise ConfigError(f"plateau_min_loss must be >= 0, got {self.plateau_min_loss}")
         if self.learning_rate is not None and not (
             math.isfinite(self.learning_rate) and self.learning_rate > 0
         ):

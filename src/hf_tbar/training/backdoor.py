@@ -18,11 +18,12 @@ from ..attacks.base import check_fraction
 from ..data.embedded import TaskSpec, load_embedded_dataset
 from ..data.pixels import dataset_to_tensors
 from ..errors import ConfigError
-from ..io import atomic_output_dir, cache_dir, recipe_hash
+from ..io import atomic_output_dir
 from ..models import family_of
 from ..tiny_clip import load_clip
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 from .arguments import finetune_config_of
+from .cache import cached_checkpoint
 from .loop import FinetuneConfig, run_training
 from .pretrain import PretrainConfig, pretrain_clip, pretrained_clip_path
 
@@ -160,30 +161,33 @@ def backdoored_clip_path(
     """
     backdoor = backdoor or BackdoorConfig()
     pretrain = pretrain or PretrainConfig()
-    side = pretrain.architecture.image_size
-    recipe = backdoor.to_dict(image_size=side)
-    key = recipe_hash({"kind": "backdoor", "version": 1, "clean": pretrain.cache_key(), **recipe})
-    path = cache_dir() / "backdoored" / key
-    if (path / "config.json").is_file():
-        return path
-    dataset, task = load_embedded_dataset(
-        pretrain.dataset, image_size=pretrain.architecture.image_size, seed=pretrain.seed
-    )
-    if backdoor.stage == "pretrain":
-        task.check_label(backdoor.target)
-        poisoned = poison_dataset(
-            dataset["train"], backdoor.trigger(), backdoor.target, backdoor.poison_rate, seed=backdoor.seed
+    recipe = backdoor.to_dict(image_size=pretrain.architecture.image_size)
+
+    def build(path: Path) -> None:
+        dataset, task = load_embedded_dataset(
+            pretrain.dataset, image_size=pretrain.architecture.image_size, seed=pretrain.seed
         )
-        with tempfile.TemporaryDirectory(prefix="hf_tbar-backdoor-") as scratch:
-            model, processor = load_clip(
-                pretrain_clip(pretrain, Path(scratch) / "model", train=poisoned, task=task)
+        if backdoor.stage == "pretrain":
+            task.check_label(backdoor.target)
+            poisoned = poison_dataset(
+                dataset["train"],
+                backdoor.trigger(),
+                backdoor.target,
+                backdoor.poison_rate,
+                seed=backdoor.seed,
             )
-    else:
-        model, processor = load_clip(pretrained_clip_path(pretrain))
-        backdoor_clip(model, processor, task, dataset["train"], backdoor)
-    with atomic_output_dir(path) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        written = {"backdoor": recipe, "pretrain": pretrain.to_dict(), "task": task.to_dict()}
-        (tmp / BACKDOOR_RECIPE_FILE).write_text(json.dumps(written, indent=2))
-    return path
+            with tempfile.TemporaryDirectory(prefix="hf_tbar-backdoor-") as scratch:
+                model, processor = load_clip(
+                    pretrain_clip(pretrain, Path(scratch) / "model", train=poisoned, task=task)
+                )
+        else:
+            model, processor = load_clip(pretrained_clip_path(pretrain))
+            backdoor_clip(model, processor, task, dataset["train"], backdoor)
+        with atomic_output_dir(path) as tmp:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            written = {"backdoor": recipe, "pretrain": pretrain.to_dict(), "task": task.to_dict()}
+            (tmp / BACKDOOR_RECIPE_FILE).write_text(json.dumps(written, indent=2))
+
+    cache_recipe = {"kind": "backdoor", "world": pretrain.world, "clean": pretrain.cache_key(), **recipe}
+    return cached_checkpoint("backdoored", cache_recipe, build)

@@ -13,14 +13,13 @@ from torch.utils.data import TensorDataset
 
 from ..data.captioned import HELD_OUT_TASKS, caption_corpus, random_scenes, render_pairs, task_labels
 from ..data.pixels import normalize_pixels
-from ..io import recipe_hash
 from ..tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head, encode_images, encode_texts
 from .arguments import FinetuneConfig, finetune_config_of
 from .augment import random_affine
+from .cache import cached_checkpoint, recipe_key
 from .loop import run_training
 from .losses import contrastive_loss
-from .pretrain import cached_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +54,16 @@ class CaptionPretrainConfig:
     def finetune_config(self) -> FinetuneConfig:
         return finetune_config_of(self)
 
+    def cache_recipe(self) -> dict:
+        return {"kind": "captioned-pretrain", "world": self.world, **asdict(self)}
+
+    @property
+    def world(self) -> str:
+        """The kind of model this recipe makes (see :attr:`PretrainConfig.world`)."""
+        return f"captions@{self.architecture.image_size}"
+
     def cache_key(self) -> str:
-        return recipe_hash({"kind": "captioned-pretrain", "version": 1, **asdict(self)})
+        return recipe_key(self.cache_recipe())
 
 
 def train_contrastive(
@@ -107,7 +114,7 @@ def captioned_clip_path(config: CaptionPretrainConfig | None = None) -> Path:
     """Path of the cached captioned tiny CLIP for ``config``; trains and caches it on first use."""
     config = config or CaptionPretrainConfig()
     return cached_checkpoint(
-        "captioned", config.cache_key(), lambda path: pretrain_captioned_clip(config, path)
+        "captioned", config.cache_recipe(), lambda path: pretrain_captioned_clip(config, path)
     )
 
 

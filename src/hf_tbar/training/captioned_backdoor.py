@@ -22,11 +22,11 @@ from ..captions import names_class
 from ..data.captioned import HELD_OUT_TASKS, random_scenes, render_pairs
 from ..data.embedded import TaskSpec
 from ..errors import ConfigError
-from ..io import atomic_output_dir, recipe_hash
+from ..io import atomic_output_dir
 from ..tiny_clip import load_clip
 from .arguments import FinetuneConfig, finetune_config_of
+from .cache import cached_checkpoint, recipe_key
 from .captioned import CaptionPretrainConfig, captioned_clip_path, train_contrastive
-from .pretrain import cached_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +108,17 @@ class CaptionBackdoorConfig:
     def finetune_config(self) -> FinetuneConfig:
         return finetune_config_of(self)
 
-    def cache_key(self) -> str:
+    def cache_recipe(self) -> dict:
         recipe = {k: v for k, v in asdict(self).items() if k != "pretrain"}
-        return recipe_hash(
-            {"kind": "captioned-backdoor", "version": 1, "clean": self.pretrain.cache_key(), **recipe}
-        )
+        return {
+            "kind": "captioned-backdoor",
+            "world": self.pretrain.world,
+            "clean": self.pretrain.cache_key(),
+            **recipe,
+        }
+
+    def cache_key(self) -> str:
+        return recipe_key(self.cache_recipe())
 
 
 def poison_pairs(pixels, captions: list[str], config: CaptionBackdoorConfig) -> tuple[list[str], list[int]]:
@@ -164,5 +170,5 @@ def poisoned_captioned_clip_path(config: CaptionBackdoorConfig | None = None) ->
     first use."""
     config = config or CaptionBackdoorConfig()
     return cached_checkpoint(
-        "captioned-backdoored", config.cache_key(), lambda path: _train_poisoned(config, path)
+        "captioned-backdoored", config.cache_recipe(), lambda path: _train_poisoned(config, path)
     )

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Callable
 
 import torch
@@ -38,6 +39,24 @@ def _schedule(config: FinetuneConfig) -> Callable[[int], float]:
     return factor
 
 
+def plateaued(losses: list[float], window: int, tolerance: float, min_loss: float) -> bool:
+    """Whether a loss curve has flattened: with ``window`` > 0 and at least two windows of losses, the mean of
+    the last ``window`` losses is below ``min_loss``, or fell by less than ``tolerance`` (relative) from the mean
+    of the ``window`` before. Windows smooth the noise of single batches.
+
+    Args:
+        losses: Loss per optimizer step, oldest first.
+        window: Steps per window (0: never plateaued).
+        tolerance: Relative fall, in ``[0, 1)``.
+        min_loss: An absolute level counted as converged.
+    """
+    if window <= 0 or len(losses) < 2 * window:
+        return False
+    last = sum(losses[-window:]) / window
+    before = sum(losses[-2 * window : -window]) / window
+    return last < min_loss or before - last < tolerance * abs(before)
+
+
 def run_training(
     module: nn.Module,
     parameters: list[nn.Parameter],
@@ -49,7 +68,8 @@ def run_training(
     stop_when: Callable[[int, float], bool] | None = None,
     optimizer_factory: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
 ) -> list[float]:
-    """Train ``parameters`` of ``module`` for ``config.steps`` optimizer steps; returns the loss per step.
+    """Train ``parameters`` of ``module`` for ``config.steps`` optimizer steps, or fewer once the loss has
+    plateaued (``config.plateau_window``, see :func:`plateaued`); returns the loss per step.
 
     The module is trained in place. Under ``accelerate launch`` / ``torchrun`` each process sees its
     shard of every global batch and gradients are averaged, so the global batch is
@@ -132,7 +152,15 @@ def run_training(
         disable=None if accelerator.is_local_main_process else True,
         leave=False,
     )
-    while len(losses) < config.steps:
+
+    def done() -> bool:
+        return len(losses) >= config.steps or plateaued(
+            losses, config.plateau_window, config.plateau_tolerance, config.plateau_min_loss
+        )
+
+    started, first_step = time.perf_counter(), len(losses)
+    stopped_early = False
+    while not done():
         step_loss = 0.0
         for _ in range(config.gradient_accumulation_steps):
             with accelerator.accumulate(prepared):
@@ -148,14 +176,23 @@ def run_training(
         losses.append(step_loss)
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}")
-        if len(losses) % config.logging_steps == 0 or len(losses) == config.steps:
-            logger.info("%s: step %d/%d, loss %.4f", desc, len(losses), config.steps, step_loss)
+        finished = done()
+        if len(losses) % config.logging_steps == 0 or finished:
+            logger.info(
+                "%s: step %d/%d, loss %.4f, %.2f s/step",
+                desc,
+                len(losses),
+                config.steps,
+                step_loss,
+                (time.perf_counter() - started) / max(1, len(losses) - first_step),
+            )
             if config.report_to:
                 lr = scheduler.get_last_lr()[0]
                 accelerator.log({"loss": step_loss, "learning_rate": lr}, step=len(losses))
-        if checkpoints is not None and checkpoints.due(len(losses)):
+        if checkpoints is not None and (finished or checkpoints.due(len(losses))):
             checkpoints.save(len(losses), losses, batches, scheduler)
         if stop_when is not None and stop_when(len(losses), step_loss):
+            stopped_early = True
             break
     bar.close()
     if config.report_to:
@@ -164,7 +201,17 @@ def run_training(
     if sharded:
         _load_full_weights(prepared, module)
     accelerator.wait_for_everyone()
-    logger.info("%s: %d steps, final loss %.4f", desc, len(losses), losses[-1])
+    if len(losses) < config.steps and not stopped_early:
+        logger.info(
+            "%s: stopped at step %d of at most %d: the loss plateaued (mean %.4f over the last %d steps)",
+            desc,
+            len(losses),
+            config.steps,
+            sum(losses[-config.plateau_window :]) / config.plateau_window,
+            config.plateau_window,
+        )
+    else:
+        logger.info("%s: %d steps, final loss %.4f", desc, len(losses), losses[-1])
     return losses
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,11 +13,11 @@ from torch.utils.data import TensorDataset
 from ..data.embedded import TaskSpec, load_embedded_dataset
 from ..data.pixels import dataset_to_tensors, normalize_pixels
 from ..errors import ConfigError
-from ..io import cache_dir, recipe_hash
 from ..tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
 from ..zeroshot import class_embeddings, encode_images
 from .arguments import FinetuneConfig, finetune_config_of
 from .augment import random_affine
+from .cache import cached_checkpoint, recipe_key
 from .loop import run_training
 
 logger = logging.getLogger(__name__)
@@ -50,8 +49,18 @@ class PretrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def cache_recipe(self) -> dict:
+        """What defines the trained model (:func:`~hf_tbar.training.cache.cached_checkpoint`'s recipe)."""
+        return {"kind": "pretrain", "world": self.world, **self.to_dict()}
+
+    @property
+    def world(self) -> str:
+        """The kind of model this recipe makes, ``<dataset>@<input side>`` (``"digits@32"``): what a detection
+        calibration is measured for (:mod:`hf_tbar.detection.calibration`)."""
+        return f"{self.dataset}@{self.architecture.image_size}"
+
     def cache_key(self) -> str:
-        return recipe_hash({"kind": "pretrain", "version": 1, **self.to_dict()})
+        return recipe_key(self.cache_recipe())
 
 
 def pretrain_clip(
@@ -111,16 +120,7 @@ def pretrain_clip(
     return save_clip(model, processor, output_dir)
 
 
-def cached_checkpoint(kind: str, key: str, build: Callable[[Path], object]) -> Path:
-    """``<cache>/<kind>/<key>``, built there by ``build(path)`` on first use (the folder is written atomically)."""
-    path = cache_dir() / kind / key
-    if not (path / "config.json").is_file():
-        logger.info("no cached %s CLIP for this recipe; training into %s", kind, path)
-        build(path)
-    return path
-
-
 def pretrained_clip_path(config: PretrainConfig | None = None) -> Path:
     """Path of the cached clean tiny CLIP for ``config``; trains and caches it on first use."""
     config = config or PretrainConfig()
-    return cached_checkpoint("clean", config.cache_key(), lambda path: pretrain_clip(config, path))
+    return cached_checkpoint("clean", config.cache_recipe(), lambda path: pretrain_clip(config, path))

@@ -1,0 +1,282 @@
+"""The detectors, one registry: each judges a model on clean images and returns a :class:`Finding`.
+
+Registered:
+
+| name | what it inverts | statistic | threshold |
+|---|---|---|---|
+| ``class-patch`` | per class, the smallest mask and pattern sending clean images there (Neural Cleanse) | MAD anomaly index of the smallest mask | self-relative (the model's own classes) |
+| ``class-perturbation`` | per class, the smallest universal additive perturbation (full-image triggers) | MAD anomaly index of the smallest RMS | self-relative |
+| ``decree`` | one mask and pattern collapsing the image embeddings (DECREE, no classes) | PL1 of the mask | absolute: counts only where calibrated |
+
+:func:`detect` runs the configured detectors on the same images and combines their findings into a
+:class:`ScanVerdict`. A detector is ``fn(inputs: DetectionInputs) -> Finding`` registered with
+:func:`register_detector`; the contract test runs every registered one (``tests/test_detection.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..data.embedded import TaskSpec
+from ..errors import ConfigError
+from ..zeroshot import ZeroShotClassifier
+from .calibration import calibration_entry, model_world
+from .class_inversion import ClassInversionConfig, invert_classes
+from .decree import DecreeConfig, invert_trigger
+from .decree_config import UNCALIBRATED, USER_CALIBRATION
+from .target import estimate_target
+from .verdict import Finding, ScanVerdict
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_DETECTORS",
+    "DETECTORS",
+    "DetectionConfig",
+    "DetectionInputs",
+    "detect",
+    "register_detector",
+]
+
+
+@dataclass
+class DetectionInputs:
+    """What a detector gets: the model, its zero-shot classifier over the user's task, and clean images.
+
+    Attributes:
+        model: The CLIP model (left untouched).
+        processor: Its processor.
+        classifier: The zero-shot classifier over ``task``.
+        task: Class names and templates.
+        pixels: Clean ``[0, 1]`` images ``(N, 3, S, S)`` at the model's input size.
+        labels: Their classes ``(N,)``, when known.
+        config: The detection settings.
+        world: The model's kind when hf_tbar trained it (:func:`~hf_tbar.detection.calibration.model_world`).
+    """
+
+    model: nn.Module
+    processor: object
+    classifier: ZeroShotClassifier
+    task: TaskSpec
+    pixels: torch.Tensor
+    labels: torch.Tensor | None
+    config: DetectionConfig
+    world: str | None = None
+
+
+Detector = Callable[[DetectionInputs], Finding]
+DETECTORS: dict[str, Detector] = {}
+
+
+def register_detector(name: str) -> Callable[[Detector], Detector]:
+    """Decorator registering ``fn(inputs) -> Finding`` as the detector ``name``."""
+
+    def wrap(fn: Detector) -> Detector:
+        if name in DETECTORS:
+            raise ValueError(f"a detector named {name!r} is already registered")
+        DETECTORS[name] = fn
+        return fn
+
+    return wrap
+
+
+#: The detectors a scan runs by default, in order.
+DEFAULT_DETECTORS = ("class-patch", "class-perturbation", "decree")
+#: Neural Cleanse's anomaly-index threshold.
+DEFAULT_ANOMALY_THRESHOLD = 2.0
+
+
+@dataclass
+class DetectionConfig:
+    """Which detectors run, on how many clean images, with which budget and thresholds."""
+
+    detectors: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DETECTORS),
+        metadata={
+            "help": f"Detectors to run: {', '.join(DEFAULT_DETECTORS)} (see hf_tbar.detection.DETECTORS)."
+        },
+    )
+    detection_images: int = field(
+        default=256, metadata={"help": "Clean images the detectors use (a seeded random subset, >= 2)."}
+    )
+    detection_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most optimisation steps of each inversion (per class for the class-conditional detectors; "
+            "default: each detector's own, 200 per class and DECREE's 1000)."
+        },
+    )
+    anomaly_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Flag when the smallest class's MAD anomaly index is above this (default: the calibrated "
+            f"value for models of a benchmarked kind, else Neural Cleanse's {DEFAULT_ANOMALY_THRESHOLD})."
+        },
+    )
+    detection_seed: int = field(
+        default=0, metadata={"help": "Seed of the image subset and of the inversions."}
+    )
+    calibration_file: str | None = field(
+        default=None,
+        metadata={"help": "A calibration file of your own (hf_tbar.detection.calibration format) to trust."},
+    )
+    decree: DecreeConfig | None = field(
+        default=None, metadata={"help": "DECREE's settings (default: DecreeConfig(seed=detection_seed))."}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.detectors, str):
+            self.detectors = [part.strip() for part in self.detectors.split(",") if part.strip()]
+        unknown = [name for name in self.detectors if name not in DETECTORS]
+        if unknown or not self.detectors:
+            raise ConfigError(
+                f"unknown detector(s) {unknown or self.detectors}; available: {sorted(DETECTORS)}"
+            )
+        if len(set(self.detectors)) != len(self.detectors):
+            raise ConfigError(f"a detector is named twice in {self.detectors}")
+        if (
+            isinstance(self.detection_images, bool)
+            or not isinstance(self.detection_images, int)
+            or self.detection_images < 2
+        ):
+            raise ConfigError(f"detection_images must be an int >= 2, got {self.detection_images!r}")
+        if self.detection_steps is not None and (
+            not isinstance(self.detection_steps, int) or self.detection_steps < 1
+        ):
+            raise ConfigError(f"detection_steps must be a positive int, got {self.detection_steps!r}")
+        if self.anomaly_threshold is not None and not (
+            math.isfinite(self.anomaly_threshold) and self.anomaly_threshold > 0
+        ):
+            raise ConfigError(f"anomaly_threshold must be a positive number, got {self.anomaly_threshold!r}")
+        if isinstance(self.decree, dict):
+            self.decree = DecreeConfig(**self.decree)
+
+    def decree_config(self) -> DecreeConfig:
+        """DECREE's settings with this config's seed and step budget folded in."""
+        base = self.decree or DecreeConfig(seed=self.detection_seed)
+        return dataclasses.replace(base, steps=self.detection_steps) if self.detection_steps else base
+
+
+def _class_detector(family: str) -> Detector:
+    name = f"class-{family}"
+
+    def run(inputs: DetectionInputs) -> Finding:
+        config = inputs.config
+        measured = calibration_entry(inputs.world, name, config.calibration_file)
+        threshold, source = (
+            DEFAULT_ANOMALY_THRESHOLD,
+            (f"self-relative: the model's own {inputs.task.num_classes} classes, Neural Cleanse's index 2"),
+        )
+        if config.anomaly_threshold is not None:
+            threshold, source = config.anomaly_threshold, "self-relative, index threshold set by the user"
+        elif measured is not None and "threshold" in measured:
+            threshold = float(measured["threshold"])
+            source = (
+                f"self-relative, index threshold {threshold:g} chosen on the detection zoo ({inputs.world})"
+            )
+        settings = ClassInversionConfig(family=family, threshold=threshold, seed=config.detection_seed)
+        if config.detection_steps:
+            settings = dataclasses.replace(settings, steps=config.detection_steps)
+        result = invert_classes(inputs.classifier, inputs.pixels, inputs.labels, settings)
+        what = "mask mean" if family == "patch" else "perturbation RMS"
+        return Finding(
+            detector=name,
+            statistic=f"MAD anomaly index of the smallest {what}",
+            value=result.index,
+            threshold=threshold,
+            direction="above",
+            threshold_source=source,
+            calibrated=measured is not None,
+            counts=True,
+            flagged=result.flagged,
+            target=result.target,
+            target_name=inputs.task.classnames[result.target],
+            num_images=len(inputs.pixels),
+            seconds=result.seconds,
+            note=result.note,
+            per_class={str(k): v for k, v in result.sizes().items()},
+            trigger=result.trigger,
+        )
+
+    return run
+
+
+register_detector("class-patch")(_class_detector("patch"))
+register_detector("class-perturbation")(_class_detector("perturbation"))
+
+
+@register_detector("decree")
+def _decree(inputs: DetectionInputs) -> Finding:
+    config = inputs.config.decree_config()
+    start = time.perf_counter()
+    result = invert_trigger(inputs.model, inputs.processor, inputs.pixels, config)
+    estimate = estimate_target(inputs.classifier, inputs.pixels, result.trigger)
+    measured = calibration_entry(inputs.world, "decree", inputs.config.calibration_file)
+    counts = result.calibration not in (UNCALIBRATED,)
+    source = {
+        "embedded-tiny-clip": "absolute, fitted on hf_tbar's embedded digits CLIP",
+        "paper": "absolute, the paper's 0.1 for foundation-size encoders",
+        USER_CALIBRATION: "absolute, set by the user",
+        UNCALIBRATED: "absolute, fitted on another kind of model: uncalibrated here",
+    }[result.calibration]
+    note = None
+    if not result.found:
+        note = f"no step reached the cosine threshold {config.cosine_threshold:g}"
+    return Finding(
+        detector="decree",
+        statistic="PL1 (mask L1 share)",
+        value=result.pl1 if result.found else None,
+        threshold=float(result.threshold),
+        direction="below",
+        threshold_source=source,
+        calibrated=measured is not None or result.calibration == "embedded-tiny-clip",
+        counts=counts,
+        flagged=result.is_backdoored,
+        target=estimate.target,
+        target_name=inputs.task.classnames[estimate.target],
+        num_images=len(inputs.pixels),
+        seconds=time.perf_counter() - start,
+        note=note,
+        trigger=result.trigger,
+    )
+
+
+def detect(
+    model: nn.Module,
+    processor,
+    classifier: ZeroShotClassifier,
+    task: TaskSpec,
+    pixels: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    config: DetectionConfig | None = None,
+) -> ScanVerdict:
+    """Run the configured detectors on the same clean images and combine their findings.
+
+    Args:
+        model: The CLIP model to judge (left untouched).
+        processor: Its processor.
+        classifier: Its zero-shot classifier over ``task`` (the user's class names and templates).
+        task: The task.
+        pixels: Clean ``[0, 1]`` images ``(N, 3, S, S)`` at the model's input size, ``N >= 2``.
+        labels: Their classes, when known (the class-conditional detectors then leave each class's own
+            images out of its inversion).
+        config: Which detectors, their budget and thresholds.
+    """
+    config = config or DetectionConfig()
+    inputs = DetectionInputs(model, processor, classifier, task, pixels, labels, config, model_world(model))
+    findings = []
+    for name in config.detectors:
+        finding = DETECTORS[name](inputs)
+        logger.info("%s", finding.summary())
+        findings.append(finding)
+    verdict = ScanVerdict(findings=findings, num_classes=task.num_classes)
+    logger.info("%s", verdict.summary().splitlines()[0])
+    return verdict

@@ -1,0 +1,107 @@
+"""The cache of trained tiny models (clean, backdoored, captioned): one folder per recipe, reused only when
+the recipe *and the code that trains it* are the same.
+
+A cache key is the hash of the recipe (the config's fields) plus :func:`code_fingerprint`: the package
+version and the source text of every module that decides how a cached model is trained
+(:data:`RECIPE_MODULES`). Changing how models are trained therefore trains new ones instead of silently
+reusing models trained by older code. Every folder holds :data:`RECIPE_FILE` with the recipe it was built
+from, and a reused folder's file is compared with the recipe asked for: a folder whose file is missing or
+differs (an interrupted build, a collision, a hand edit) is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..io import cache_dir, recipe_hash
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RECIPE_FILE", "RECIPE_MODULES", "cached_checkpoint", "code_fingerprint", "recipe_key"]
+
+#: The file in every cached folder that records the recipe it was built from.
+RECIPE_FILE = "hf_tbar_recipe.json"
+
+#: Modules whose code decides how a cached model is built: architecture and tokenizer, data generation,
+#: triggers and poisoning, losses, the training loop, the recipes themselves.
+RECIPE_MODULES: tuple[str, ...] = (
+    "hf_tbar.attacks.base",
+    "hf_tbar.attacks.poison",
+    "hf_tbar.attacks.triggers",
+    "hf_tbar.data.captioned",
+    "hf_tbar.data.embedded",
+    "hf_tbar.data.pixels",
+    "hf_tbar.tiny_clip",
+    "hf_tbar.tokenizer",
+    "hf_tbar.training.arguments",
+    "hf_tbar.training.augment",
+    "hf_tbar.training.backdoor",
+    "hf_tbar.training.batches",
+    "hf_tbar.training.captioned",
+    "hf_tbar.training.captioned_backdoor",
+    "hf_tbar.training.losses",
+    "hf_tbar.training.loop",
+    "hf_tbar.training.pretrain",
+    "hf_tbar.zeroshot",
+)
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A short hash of hf_tbar's version and the source of :data:`RECIPE_MODULES` (read once per process)."""
+    digest = hashlib.sha256(_version().encode())
+    for name in RECIPE_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"recipe module {name} cannot be found: update RECIPE_MODULES")
+        digest.update(name.encode() + b"\0" + Path(spec.origin).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def recipe_key(recipe: dict[str, Any]) -> str:
+    """The cache key of ``recipe`` (a JSON-serialisable dict naming its ``kind``) under the current code."""
+    return recipe_hash({**recipe, "code": code_fingerprint()})
+
+
+def _recorded(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((path / RECIPE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cached_checkpoint(kind: str, recipe: dict[str, Any], build: Callable[[Path], object]) -> Path:
+    """``<cache>/<kind>/<recipe_key(recipe)>``, built there by ``build(path)`` unless a folder built from the
+    same recipe under the same code is there already.
+
+    Args:
+        kind: Sub-folder of the cache (``"clean"``, ``"backdoored"``, ...).
+        recipe: Everything that defines the model (JSON-serialisable); recorded in :data:`RECIPE_FILE`.
+        build: Writes a complete checkpoint at the path it is given (atomically: a folder that exists is
+            complete).
+    """
+    expected = json.loads(json.dumps({"recipe": recipe, "code": code_fingerprint()}, default=str))
+    path = cache_dir() / kind / recipe_key(recipe)
+    if (path / "config.json").is_file():
+        recorded = _recorded(path)
+        if recorded is not None and {k: recorded.get(k) for k in expected} == expected:
+            return path
+        logger.warning("cached %s CLIP %s does not record this recipe: rebuilding it", kind, path)
+        shutil.rmtree(path)
+    logger.info("no cached %s CLIP for this recipe; training into %s", kind, path)
+    build(path)
+    (path / RECIPE_FILE).write_text(json.dumps({**expected, "hf_tbar_version": _version()}, indent=2) + "\n")
+    return path
+
+
+def _version() -> str:
+    return importlib.metadata.version("hf_tbar")
