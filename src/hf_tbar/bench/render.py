@@ -11,7 +11,8 @@ missing from ``results/`` renders as "Not run yet: <command>" (the command from 
 ``<!-- results: index -->`` renders the list of canonical runs: command, tables, wall time, last run.
 
 ``--check`` changes nothing and exits 1 when a doc differs from what its files render, or cites a file
-that is missing (what the test suite checks, :func:`check`).
+that is missing (what the test suite checks, :func:`check`). ``--commands`` prints the canonical runs'
+commands, one per line, to rerun them all.
 """
 
 from __future__ import annotations
@@ -309,6 +310,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path, default=None, help="Repository root (default: git's).")
     parser.add_argument("--check", action="store_true", help="Change nothing; exit 1 if a doc is stale.")
     parser.add_argument("--diff", action="store_true", help="Print the changes made (or, with --check, due).")
+    parser.add_argument(
+        "--commands", action="store_true", help="Only print the canonical runs' commands, one per line."
+    )
     return parser
 
 
@@ -317,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     root = (args.root or repo_root()).resolve()
     results_dir = root / RESULTS_DIR
     runs = load_runs(results_dir / RUNS_FILE)
+    if args.commands:
+        print("\n".join(run.command for run in runs.values()))  # noqa: T201
+        return 0
     docs = [d.resolve() for d in args.docs] or doc_files(root)
     status = 0
     for doc in docs:
