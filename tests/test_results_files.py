@@ -307,3 +307,13 @@ def test_index_lists_runs_with_wall_time_or_approximation(repo):
 
 def test_format_wall():
     assert [render.format_wall(s) for s in (None, 42, 312, 3900)] == ["-", "42 s", "5 min 12 s", "1 h 05 min"]
+
+
+def test_repo_root_outside_git_is_the_project_folder(tmp_path):
+    (tmp_path / "project" / "benchmarks").mkdir(parents=True)
+    (tmp_path / "project" / "pyproject.toml").write_text("")
+    script = tmp_path / "project" / "benchmarks" / "x.py"
+    script.write_text("")
+    assert results.repo_root(script) == tmp_path / "project"
+    info = results.run_info(tmp_path / "project")
+    assert info["commit"] == "unknown" and info["dirty"] is None

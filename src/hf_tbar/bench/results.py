@@ -169,19 +169,14 @@ def table_from_markdown(text: str, caption: str | None = None, notes: str | None
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path:
-    """The git work tree holding ``start`` (a file or folder; default: the working directory), else it."""
+    """The git work tree holding ``start`` (a file or folder; default: the working directory); outside git,
+    the nearest folder above it with a ``pyproject.toml``; else its folder."""
     here = Path(start or os.getcwd()).resolve()
     folder = here if here.is_dir() else here.parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError:
-        return folder
-    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else folder
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    if top:
+        return Path(top)
+    return next((p for p in (folder, *folder.parents) if (p / "pyproject.toml").is_file()), folder)
 
 
 def _git(root: Path, *args: str) -> str | None:
