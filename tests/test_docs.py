@@ -272,3 +272,10 @@ def test_readme_is_a_front_door():
     linked = set(re.findall(r"\]\(docs/([\w-]+\.md)", text))
     pages = {p.name for p in (ROOT / "docs").glob("*.md")}
     assert pages <= linked, f"docs pages the README does not link: {sorted(pages - linked)}"
+
+
+def test_readme_python_example_is_the_api_page_one():
+    """tests/test_user_data.py runs the README's example; the API page shows the same one, so it runs too."""
+    readme = (ROOT / "README.md").read_text().split("## Python API", 1)[1].split("```python", 1)[1]
+    api = (ROOT / "docs" / "api.md").read_text().split("```python", 1)[1]
+    assert readme.split("```", 1)[0] == api.split("```", 1)[0], "README.md and docs/api.md: keep one example"
