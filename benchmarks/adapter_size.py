@@ -9,6 +9,8 @@ ViT-B/32 with r = 8. It also checks the adapter round trip on the full-size mode
 ``unload()`` bit-identical).
 
     python benchmarks/adapter_size.py --models b32 --r 8 16
+
+The table (``main``) also goes to results/adapter_size.json for the canonical run of results/runs.yaml.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from peft import LoraConfig, get_peft_model
 
 from hf_tbar import TBARConfig
 from hf_tbar.adapter import LowRank, load_negation_adapter, low_rank_of, save_negation_adapter
+from hf_tbar.bench import results
 from hf_tbar.loading import load_model
 from hf_tbar.models import family_of
 from hf_tbar.vector_fitting import working_copy
@@ -41,15 +44,22 @@ def random_low_rank(model, r: int, seed: int = 0) -> LowRank:
     return low_rank_of(peft_model, config)
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["b32"], choices=["b32", "l14"])
     parser.add_argument("--r", nargs="+", type=int, default=[8])
-    args = parser.parse_args()
+    return results.add_results_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    record = results.start(__file__, parser, args, argv)
     rows = [
         "| model | r | adapted layers | adapter MiB | model.safetensors MiB | adapter / model | round trip |",
         "|---|---|---|---|---|---|---|",
     ]
+    raw = []
     with tempfile.TemporaryDirectory(prefix="hf_tbar-adapter-") as tmp:
         for name in args.models:
             folder = build_random_clip(name, Path(tmp) / name, ["a photo of a {}.", "cat", "dog"])
@@ -71,8 +81,28 @@ def main() -> None:
                     f"{model_bytes / 2**20:.0f} | {100 * info.adapter_bytes / model_bytes:.2f}% | "
                     f"{'unload bit-identical' if exact else 'MISMATCH'} |"
                 )
+                raw.append(
+                    {
+                        "model": name,
+                        "r": r,
+                        "adapted_layers": len(low_rank.factors),
+                        "adapter_bytes": info.adapter_bytes,
+                        "model_bytes": model_bytes,
+                        "unload_bit_identical": exact,
+                    }
+                )
                 model = restored
     print("\n".join(rows))  # noqa: T201
+    record.table(
+        "main",
+        results.table_from_markdown(
+            "\n".join(rows),
+            notes="Random weights with the public configurations; TBAR's LoRA layout (the vision tower's "
+            "q/k/v/out projections and MLP). Target: under 5% of the model's bytes.",
+        ),
+    )
+    record.raw["rows"] = raw
+    record.write()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ can be the slowest of the three), "streaming" is :func:`hf_tbar.streaming.stream
 
     python benchmarks/arithmetic.py                      # ViT-B/32, one unsharded checkpoint
     python benchmarks/arithmetic.py --models b32 l14 --max-shard-size 2GB 200MB
+
+Tables ``paths`` (every path, as printed) and ``summary`` (streaming against the others, per checkpoint) go to
+results/arithmetic.json for the canonical run of results/runs.yaml, results/custom/ otherwise.
 """
 
 from __future__ import annotations
@@ -199,7 +202,8 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(child: bool = False) -> argparse.ArgumentParser:
+    """The arguments; ``child``: those of a measured child (no results arguments, nothing more imported)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(ARCHITECTURES), default=["b32"])
     parser.add_argument(
@@ -213,15 +217,62 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows to this JSON file.")
     parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--child-args", nargs=3, type=Path, help=argparse.SUPPRESS)
-    return parser
+    if child:
+        return parser
+    from hf_tbar.bench import results
+
+    return results.add_results_arguments(parser)
+
+
+def summary_table(rows: list[dict]):
+    """Per checkpoint: streaming wall / peak RSS against load-subtract-save and a copy of the bytes."""
+    from hf_tbar.bench import results
+
+    by_setting: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        by_setting.setdefault((r["model"], r["shard"]), {})[r["path"]] = r
+    out = []
+    for (model, shard), paths in by_setting.items():
+        stream, naive, copy = paths["streaming"], paths["naive"], paths["copy"]
+        out.append(
+            [
+                f"{model} ({stream['size_mib']:.0f} MiB)",
+                f"{shard} (largest {stream['largest_shard_mib']:.0f} MiB)",
+                f"{stream['wall_s']:.2f} s / {stream['peak_rss_mib']:.0f} MiB",
+                f"{naive['wall_s']:.2f} s / {naive['peak_rss_mib']:.0f} MiB",
+                f"{copy['wall_s']:.2f} s",
+                f"{stream['wall_vs_copy']:.2f}",
+                f"{stream['extra_rss_vs_shard']:.2f}",
+                f"{paths['baseline']['peak_rss_mib']:.0f} MiB",
+            ]
+        )
+    return results.Table(
+        [
+            "model (weights)",
+            "max shard size",
+            "streaming wall / peak RSS",
+            "load-subtract-save",
+            "copy of the bytes",
+            "streaming / copy",
+            "(RSS - interpreter) / largest shard",
+            "interpreter with imports",
+        ],
+        out,
+        notes="Targets: (RSS - interpreter) / largest shard <= 1.3, streaming within 2x the wall time of a copy.",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    child = "--child" in (sys.argv[1:] if argv is None else argv)
+    parser = make_parser(child)
+    args = parser.parse_args(argv)
     if args.child:
         base, finetuned, output = args.child_args
         print(json.dumps(run_child(args.child, base, finetuned, output, args.max_shard_size[0])))
         return 0
+    from hf_tbar.bench import results
+
+    record = results.start(__file__, parser, args, argv, ignore=("workdir", "json"))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hf_tbar-bench-"))
     rows = []
     try:
@@ -243,6 +294,17 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    record.table(
+        "paths",
+        results.table_from_markdown(
+            markdown(rows),
+            notes=f"Best wall time and CPU time of {args.repeat} run(s) per path, each in a fresh process; "
+            "baseline: the interpreter with the same imports.",
+        ),
+    )
+    record.table("summary", summary_table(rows))
+    record.raw["rows"] = rows
+    record.write()
     return 0
 
 

@@ -2,7 +2,8 @@
 
     python benchmarks/backdoor_embedded.py [--attacks badnets blended wanet sig]
 
-Models are trained on first use and cached (see hf_tbar.io.cache_dir).
+Models are trained on first use and cached (see hf_tbar.io.cache_dir). Writes results/backdoor_embedded.json
+(table ``main``; see results/README.md).
 """
 
 from __future__ import annotations
@@ -13,7 +14,19 @@ import time
 
 from hf_tbar import BackdoorUnlearner, embedded_scenario
 from hf_tbar.attacks import TRIGGERS
+from hf_tbar.bench import results
 from hf_tbar.training.backdoor import BackdoorConfig
+
+COLUMNS = [
+    "attack",
+    "recipe",
+    "clean CA",
+    "clean-model ASR",
+    "backdoored CA",
+    "backdoored ASR",
+    "CA drop",
+    "build s",
+]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -22,16 +35,16 @@ def make_parser() -> argparse.ArgumentParser:
         "--attacks", nargs="+", default=["badnets", "blended", "wanet", "sig"], choices=sorted(TRIGGERS)
     )
     parser.add_argument("--target", type=int, default=0)
-    return parser
+    return results.add_results_arguments(parser)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    record = results.start(__file__, parser, args, argv)
     logging.basicConfig(level=logging.WARNING)
-    rows = [
-        "| attack | recipe | clean CA | clean-model ASR | backdoored CA | backdoored ASR | CA drop | build s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    raw = []
     for attack in args.attacks:
         config = BackdoorConfig.for_attack(attack, target=args.target)
         recipe = f"{config.trigger().describe()}, rate {config.poison_rate}, " + (
@@ -49,8 +62,27 @@ def main(argv: list[str] | None = None) -> None:
             f"{100 * bd.clean_accuracy:.1f}% | {100 * bd.attack_success_rate:.1f}% | "
             f"{100 * (clean.clean_accuracy - bd.clean_accuracy):.1f} | {elapsed:.0f} |"
         )
+        raw.append(
+            {
+                "attack": attack,
+                "recipe": recipe,
+                "clean": clean,
+                "backdoored": bd,
+                "build_s": elapsed,
+            }
+        )
         print(rows[-1], flush=True)
     print("\n".join(rows))
+    record.table(
+        "main",
+        results.table_from_markdown(
+            "\n".join(rows),
+            notes=f"Test split of the embedded digits ({len(sc.test[1])} images), target class {args.target}; "
+            "build s: getting the models (training them when they are not cached).",
+        ),
+    )
+    record.raw["rows"] = raw
+    record.write()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ training, and the defences, all scored zero-shot on a held-out task (which shape
 
     python benchmarks/caption_embedded.py                                     # part 1 only
     python benchmarks/caption_embedded.py --attacks badnets blended wanet sig --heatmap outputs/caption
+
+Tables ``zero_shot``, ``defences`` (with ``--attacks``) and ``disentanglement`` (with ``--heatmap``) go to
+results/caption_embedded.json (or results/caption_pretrain_1000.json: see results/runs.yaml).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from hf_tbar.bench import results
 from hf_tbar.captioned_scenario import captioned_scenario
 from hf_tbar.data.captioned import HELD_OUT_TASKS
 from hf_tbar.defenses import DefenseData, TBARDefenseConfig, get_defense
@@ -173,7 +177,7 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None, help="Pretraining steps (default: the recipe's).")
     parser.add_argument("--pairs", type=int, default=None, help="Generated image-caption pairs.")
@@ -187,7 +191,13 @@ def main() -> None:
     )
     parser.add_argument("--heatmap", type=Path, default=None, help="Folder of the disentanglement heatmap.")
     parser.add_argument("--output", type=Path, default=None, help="JSON file of every row.")
-    args = parser.parse_args()
+    return results.add_results_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    record = results.start(__file__, parser, args, argv, ignore=("output",))
     logging.basicConfig(level=logging.WARNING)
     config = CaptionPretrainConfig()
     config = replace(config, **{k: v for k, v in (("steps", args.steps), ("pairs", args.pairs)) if v})
@@ -206,6 +216,15 @@ def main() -> None:
             f"| {name} | {task.num_classes} | {100 / task.num_classes:.1f}% | {100 * accuracies[name]:.1f}% |"
         )
     print("\n".join(out), flush=True)  # noqa: T201
+    record.table(
+        "zero_shot",
+        results.table_from_markdown(
+            "\n".join(out[1:]),
+            notes=f"The captioned tiny CLIP ({config.pairs} pairs, {config.steps} steps of {config.batch_size}) "
+            f"asked zero-shot on {args.eval_scenes} fresh scenes per task; no caption was a label for these tasks.",
+        ),
+    )
+    record.raw.update({"pretrain": config, "pretrain_s": trained, "zero_shot": accuracies})
     rows = []
     for attack in args.attacks:
         rows += benchmark_attack(attack, args.seed, args.train_size)
@@ -226,11 +245,31 @@ def main() -> None:
                 f"| {row.get('clean_images', '-')} | {row.get('triggered_images', '-')} | {row.get('steps', '-')} |"
             )
         print("\n".join(table), flush=True)  # noqa: T201
+        record.table(
+            "defences",
+            results.table_from_markdown(
+                "\n".join(table),
+                notes="Zero-shot on the held-out shape task (target: triangle); colour and digit: the other "
+                "held-out tasks' accuracy after each defence.",
+            ),
+        )
+        record.raw["rows"] = rows
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(rows, indent=2))
     if args.heatmap and args.attacks:
-        print("\n" + heatmap(args.attacks[0], args.seed, args.heatmap))  # noqa: T201
+        text = heatmap(args.attacks[0], args.seed, args.heatmap)
+        print("\n" + text)  # noqa: T201
+        cosine = next(line for line in text.splitlines() if line.startswith("cosine"))
+        record.table(
+            "disentanglement",
+            results.table_from_markdown(
+                text,
+                notes=f"{args.attacks[0]}: disentanglement error xi(a_c, a_t), rows a_c (clean contrastive "
+                f"vector), columns a_t (contrastive trigger vector). {cosine.split(';')[0]}.",
+            ),
+        )
+    record.write()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ This script pretrains the same tiny CLIP with other seeds (each seed also draws 
 initialisation: another recipe, cached by its hash), backdoors each with the given attacks, and runs DECREE on
 every clean and backdoored model with the default and the paper's thresholds. It prints one row per model
 and the false-positive rate (clean models flagged) and detection rate (backdoored models flagged) per
-threshold set: the evidence behind calling a verdict on any other model "uncalibrated".
+threshold set: the evidence behind calling a verdict on any other model "uncalibrated". Both tables
+(``models``, ``rates``) go to results/decree_calibration.json for the canonical run of results/runs.yaml.
 
     python benchmarks/decree_calibration.py --seeds 0 1 2 --attacks badnets blended
 """
@@ -20,6 +21,7 @@ import torch
 from transformers import HfArgumentParser
 
 from hf_tbar import BackdoorUnlearner, embedded_scenario
+from hf_tbar.bench import results
 from hf_tbar.detection import DecreeConfig, invert_trigger
 from hf_tbar.training.pretrain import PretrainConfig
 
@@ -51,16 +53,25 @@ def scan(path, task, pixels: torch.Tensor, config: DecreeConfig) -> tuple[float,
     return result.pl1, result.is_backdoored
 
 
+def make_parser() -> HfArgumentParser:
+    return HfArgumentParser((CalibrationArguments, results.ResultsArguments))
+
+
 def main(argv: list[str] | None = None) -> int:
-    (args,) = HfArgumentParser((CalibrationArguments,)).parse_args_into_dataclasses(args=argv)
+    parser = make_parser()
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    record = results.start(__file__, parser, parsed, argv, ignore=("threads",))
+    args = parsed[0]
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
     thresholds = {name: THRESHOLDS[name]() for name in args.thresholds}
     rows = []
     header = " | ".join(f"PL1 / flagged ({name})" for name in thresholds)
-    print(f"| recipe | model | backdoored ASR | {header} | time (s) |")
-    print("|---|---|---|" + "---|" * len(thresholds) + "---|", flush=True)
+    lines = [f"| recipe | model | backdoored ASR | {header} | time (s) |"]
+    lines.append("|---|---|---|" + "---|" * len(thresholds) + "---|")
+    print("\n".join(lines), flush=True)
+    raw = []
     for seed in args.seeds:
         pretrain = replace(PretrainConfig(), seed=seed)
         for attack in [None, *args.attacks]:
@@ -82,19 +93,37 @@ def main(argv: list[str] | None = None) -> int:
                 asr = f"{100 * evaluation.attack_success_rate:.1f}%"
             rows.append({"backdoored": attack is not None, **{name: hit for name, (_, hit) in scans.items()}})
             cells = " | ".join(f"{pl1:.4f} / {'yes' if hit else 'no'}" for pl1, hit in scans.values())
-            print(
-                f"| seed {seed} | {attack or 'clean'} | {asr} | {cells} | "
-                f"{time.perf_counter() - start:.0f} |",
-                flush=True,
+            lines.append(
+                f"| seed {seed} | {attack or 'clean'} | {asr} | {cells} | {time.perf_counter() - start:.0f} |"
             )
-    print("\n| thresholds | false-positive rate (clean flagged) | detection rate (backdoored flagged) |")
-    print("|---|---|---|")
+            print(lines[-1], flush=True)
+            raw.append(
+                {
+                    "seed": seed,
+                    "attack": attack,
+                    "backdoored_asr": asr,
+                    "scans": {name: {"pl1": pl1, "flagged": hit} for name, (pl1, hit) in scans.items()},
+                    "wall_s": time.perf_counter() - start,
+                }
+            )
+    rates = ["| thresholds | false-positive rate (clean flagged) | detection rate (backdoored flagged) |"]
+    rates.append("|---|---|---|")
     for name in thresholds:
         clean = [row[name] for row in rows if not row["backdoored"]]
         dirty = [row[name] for row in rows if row["backdoored"]]
-        print(
-            f"| {name} | {sum(clean)}/{len(clean)} | {sum(dirty)}/{len(dirty)} |",
-        )
+        rates.append(f"| {name} | {sum(clean)}/{len(clean)} | {sum(dirty)}/{len(dirty)} |")
+    print("\n" + "\n".join(rates))
+    record.table(
+        "models",
+        results.table_from_markdown(
+            "\n".join(lines),
+            notes=f"DECREE on {args.num_images} clean train images per model; each seed pretrains the tiny "
+            "CLIP with another data split and initialisation.",
+        ),
+    )
+    record.table("rates", results.table_from_markdown("\n".join(rates)))
+    record.raw.update({"rows": raw, "thresholds": thresholds})
+    record.write()
     return 0
 
 

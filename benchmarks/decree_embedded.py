@@ -3,7 +3,8 @@
 For the clean tiny CLIP and one backdoored copy per attack (the recipes of
 ``hf_tbar.training.backdoor.ATTACK_RECIPES``): invert a trigger from unlabelled clean images, report
 PL1, the verdict and the estimated target; for flagged models run ``BackdoorUnlearner.unlearn("auto")``
-and measure the sanitized model on the test split with the attack's *real* trigger. Prints a markdown table.
+and measure the sanitized model on the test split with the attack's *real* trigger. Prints a markdown table
+and writes it (table ``main``) to results/decree_embedded.json for the canonical run (results/runs.yaml).
 
     python benchmarks/decree_embedded.py --attacks badnets,blended,wanet,sig --variant repair
 """
@@ -19,6 +20,7 @@ import torch
 from transformers import HfArgumentParser
 
 from hf_tbar import BackdoorUnlearner, ScaleSearchConfig, TBARConfig, embedded_scenario
+from hf_tbar.bench import results
 from hf_tbar.detection import DecreeConfig
 from hf_tbar.results import NoBackdoorDetectedError
 from hf_tbar.variants import VARIANTS
@@ -120,8 +122,15 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def make_parser() -> HfArgumentParser:
+    return HfArgumentParser((BenchmarkArguments, DecreeConfig, results.ResultsArguments))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args, decree = HfArgumentParser((BenchmarkArguments, DecreeConfig)).parse_args_into_dataclasses(args=argv)
+    parser = make_parser()
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    record = results.start(__file__, parser, parsed, argv, ignore=("output", "threads"))
+    args, decree, _ = parsed
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,6 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table)
     if args.output:
         Path(args.output).write_text(table + "\n")
+    record.table(
+        "main",
+        results.table_from_markdown(
+            table,
+            notes=f"TBAR variant {args.variant}, mode {args.mode}, DECREE as configured "
+            "(the file's raw.decree). ASR after: with the attack's real trigger, on the test split.",
+        ),
+    )
+    record.raw["rows"] = rows
+    record.raw["decree"] = decree
+    record.write()
     return 0
 
 

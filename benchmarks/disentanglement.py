@@ -6,7 +6,8 @@ Base ``theta_0``: the backdoored tiny CLIP (``--base backdoored``, where TBAR ne
 (``--base clean``). ``tau_t``: fine-tuning ``theta_0`` on ``--set_size`` triggered train images labelled with
 the target (TBAR's trigger vector); ``tau_c``: the same fine-tuning on as many clean train images with
 their true labels. ``D_c``: the clean test split; ``D_t``: the triggered non-target test images. Writes
-``disentanglement.png`` (heatmap) and ``disentanglement.json`` and prints the grid.
+``disentanglement.png`` (heatmap) and ``disentanglement.json`` and prints the grid; the grid (table ``grid``)
+also goes to results/disentanglement.json for the canonical run of results/runs.yaml.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from transformers import HfArgumentParser
 
 from hf_tbar import BackdoorUnlearner, TaskVector, TBARConfig, embedded_scenario, load_clip
 from hf_tbar.analysis import disentanglement_error, plot_disentanglement
-from hf_tbar.bench import draw_clean_subset
+from hf_tbar.bench import draw_clean_subset, results
 from hf_tbar.defenses import CleanFinetuneConfig, DefenseData, run_defense
 
 
@@ -51,11 +52,14 @@ class DisentanglementArguments:
 
 
 def make_parser() -> HfArgumentParser:
-    return HfArgumentParser((DisentanglementArguments,))
+    return HfArgumentParser((DisentanglementArguments, results.ResultsArguments))
 
 
 def main(argv: list[str] | None = None) -> int:
-    (args,) = make_parser().parse_args_into_dataclasses(args=argv)
+    parser = make_parser()
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    record = results.start(__file__, parser, parsed, argv, ignore=("output_dir", "threads"))
+    args = parsed[0]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,6 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"cosine(tau_c, tau_t) = {summary['cosine(clean, trigger)']:.3f}; heatmap: {out / 'disentanglement.png'}"
     )
+    record.table(
+        "grid",
+        results.table_from_markdown(
+            result.to_markdown(),
+            notes=f"Disentanglement error xi(a_c, a_t) on the {args.base} tiny CLIP, {args.attack}: rows a_c "
+            f"(clean vector), columns a_t (trigger vector); {args.set_size} images and {args.steps} steps per "
+            f"vector. cosine(tau_c, tau_t) = {summary['cosine(clean, trigger)']:.3f}.",
+        ),
+    )
+    record.raw.update(summary)
+    record.write()
     return 0
 
 

@@ -21,6 +21,8 @@ with ``--fallback_model`` (small224) instead. Results: markdown on stdout, JSON 
 
     python benchmarks/eval_memory.py                        # b32 (10k skipped on a slow CPU) + small224
     python benchmarks/eval_memory.py --model small224       # quick
+
+The table (``main``) also goes to results/eval_memory.json for the canonical run of results/runs.yaml.
 """
 
 from __future__ import annotations
@@ -141,7 +143,8 @@ def markdown(rows: list[dict], ratios: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(child: bool = False) -> argparse.ArgumentParser:
+    """The arguments; ``child``: those of a measured child, which must not import hf_tbar before its clock."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(ALL_ARCHITECTURES), default="b32")
     parser.add_argument("--fallback_model", choices=sorted(ALL_ARCHITECTURES), default="small224")
@@ -152,14 +155,23 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, default=ROOT / "outputs/benchmarks/eval_memory.json")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child_dirs", nargs=2, type=Path, help=argparse.SUPPRESS)
-    return parser
+    if child:
+        return parser
+    from hf_tbar.bench import results
+
+    return results.add_results_arguments(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    child = "--child" in (sys.argv[1:] if argv is None else argv)
+    parser = make_parser(child)
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(run_child(*args.child_dirs, args.child)))
         return 0
+    from hf_tbar.bench import results
+
+    record = results.start(__file__, parser, args, argv, ignore=("work_dir", "json"))
     work = args.work_dir.resolve()
     os.environ["HF_DATASETS_CACHE"] = str(work / "hf-datasets-cache")  # here and in every child
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -198,16 +210,24 @@ def main(argv: list[str] | None = None) -> int:
             ratios[model] = done[large]["peak_rss_mib"] / done[small]["peak_rss_mib"]
     print()
     print(markdown(rows, ratios))
+    notes = []
     for model, ratio in ratios.items():
         verdict = "ok" if ratio <= RATIO_TARGET else "MISSED"
-        print(
-            f"\n{model}: peak RSS {large} / {small} images = {ratio:.3f} (target <= {RATIO_TARGET}: {verdict})"
+        notes.append(
+            f"{model}: peak RSS {large} / {small} images = {ratio:.3f} (target <= {RATIO_TARGET}: {verdict})"
         )
+        print(f"\n{notes[-1]}")
     if compared != args.model:
-        print(f"note: the {small}/{large} comparison uses {compared}; {args.model} ran at {small} only")
+        notes.append(
+            f"note: the {small}/{large} comparison uses {compared}; {args.model} ran at {small} only"
+        )
+        print(notes[-1])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"rows": rows, "ratios": ratios, "ratio_target": RATIO_TARGET}, indent=2))
     print(f"rows in {args.json}")
+    record.table("main", results.table_from_markdown(markdown(rows, ratios), notes="; ".join(notes) or None))
+    record.raw.update({"rows": rows, "ratios": ratios, "ratio_target": RATIO_TARGET})
+    record.write()
     return 0
 
 

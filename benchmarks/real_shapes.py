@@ -30,6 +30,9 @@ B/32, so its validation/test cap defaults to ``--l14_max_eval_samples 32`` and i
 
 ``--dtype bf16`` passes ``--mixed_precision bf16`` (Accelerate autocast of the trigger fine-tuning only;
 evaluation and the scale search stay fp32). It is meant for a GPU run; on CPU it works but is not faster.
+
+The rows of this run (table ``main``) also go to results/real_shapes_b32.json or results/real_shapes_l14.json
+for the canonical runs of results/runs.yaml, results/custom/ otherwise.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from clip_shapes import (
     peak_rss_line,
     write_imagefolder,
 )
+
+from hf_tbar.bench import results
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0
@@ -226,11 +231,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs/benchmarks/real_shapes")
     parser.add_argument("--json", type=Path, default=ROOT / "outputs/benchmarks/real_shapes.json")
-    return parser
+    return results.add_results_arguments(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    record = results.start(__file__, parser, args, argv, ignore=("work_dir", "json"))
     args.work_dir = args.work_dir.resolve()
     cache = args.work_dir / "hf-datasets-cache"
     os.environ["HF_DATASETS_CACHE"] = str(cache)  # before datasets is imported, here and in the children
@@ -259,6 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     merged = [r for r in previous if tuple(r.get(k, "") for k in key) not in fresh] + rows
     args.json.write_text(json.dumps(merged, indent=2))
     print(f"rows in {args.json}")
+    record.table(
+        "main",
+        results.table_from_markdown(
+            markdown(rows),
+            notes=f"Random weights with the public configurations; {args.unlearning_set_size} triggered images, "
+            f"{args.steps} fine-tuning steps; wall: the whole `hf-tbar unlearn` process; peak RSS of that process.",
+        ),
+    )
+    record.raw["rows"] = rows
+    record.write()
     return 0
 
 

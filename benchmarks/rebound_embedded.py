@@ -6,7 +6,8 @@ The backdoored tiny CLIP (and, as a control, its clean parent) and every defence
 ``hf-tbar bench`` runs them: ``--set-size`` clean train images per defence, TBAR with its known trigger and
 ``--tbar-variant``) are each fine-tuned for ``--rebound-steps`` steps (a) on clean train images with their
 true labels and (b) on the same images plus ``--poisoned-samples`` triggered copies labelled with the target
-(:func:`hf_tbar.rebound.rebound`). Prints a markdown table of ASR / CA on the test split after each.
+(:func:`hf_tbar.rebound.rebound`). Prints a markdown table of ASR / CA on the test split after each, and
+writes it (table ``main``) to results/rebound_embedded.json for the canonical run of results/runs.yaml.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import torch
 
 from hf_tbar.attacks import TRIGGERS
+from hf_tbar.bench import results
 from hf_tbar.bench.arguments import DEFAULT_DEFENSES
 from hf_tbar.bench.harness import BenchRun, draw_clean_subset
 from hf_tbar.defenses import DEFENSES, DefenseData, get_defense
@@ -43,7 +45,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clean-images", type=int, default=ReboundConfig.clean_images)
     parser.add_argument("--learning-rate", type=float, default=ReboundConfig.learning_rate)
     parser.add_argument("--seed", type=int, default=0)
-    return parser
+    return results.add_results_arguments(parser)
 
 
 def cell(scored: EvalResult) -> str:
@@ -70,7 +72,9 @@ def defended_models(args, scenario, model, processor) -> list[tuple[str, torch.n
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    record = results.start(__file__, parser, args, argv)
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
     scenario = embedded_scenario(args.attack)
@@ -90,9 +94,11 @@ def main(argv: list[str] | None = None) -> None:
         f"| model | after sanitizing | + {steps} clean steps | + {steps} steps with {k} poisoned |",
         "|---|---|---|---|",
     ]
+    raw = []
     for name, model in models:
         if model is None:
             rows.append(f"| {name} | no feasible scale | - | - |")
+            raw.append({"model": name, "status": "no feasible scale"})
             continue
         train, test = scenario.train, scenario.test
         result = rebound(
@@ -100,17 +106,24 @@ def main(argv: list[str] | None = None) -> None:
         )
         scores = (result.before, result.after_clean, result.after_poisoned)
         rows.append(f"| {name} | " + " | ".join(cell(scored) for scored in scores) + " |")
+        raw.append(
+            {"model": name, "status": "ok", **dict(zip(("before", "after_clean", "after_poisoned"), scores))}
+        )
         print(rows[-1], flush=True)
     kind = "target-class" if scenario.trigger.clean_label else "non-target"
     steps_note = "default steps" if args.defense_steps is None else f"{args.defense_steps} steps each"
-    print(
-        f"\nASR / CA in % on the {len(scenario.test[1])}-image test split, {args.attack}, seed {args.seed}. "
+    notes = (
+        f"ASR / CA in % on the {len(scenario.test[1])}-image test split, {args.attack}, seed {args.seed}. "
         f"Defences: {args.set_size} train images each, {steps_note}. Rebound: {steps} steps of "
         f"{config.batch_size} at lr {config.learning_rate:g} on {n} clean train images; the poisoned run "
         f"adds {k} triggered copies of {k} {kind} ones labelled {scenario.target} "
-        f"({k / (n + k):.1%} of the set). Total {time.perf_counter() - start:.0f} s.\n"
+        f"({k / (n + k):.1%} of the set)."
     )
+    print(f"\n{notes} Total {time.perf_counter() - start:.0f} s.\n")
     print("\n".join(rows))
+    record.table("main", results.table_from_markdown("\n".join(rows), notes=notes))
+    record.raw["rows"] = raw
+    record.write()
 
 
 if __name__ == "__main__":
