@@ -28,6 +28,7 @@ from ..evaluation import EvalResult
 from ..io import check_output_dir, refuse_overlap
 from ..scale_search import ScaleSearchConfig
 from ..unlearner import AUTO_TRIGGER, BackdoorUnlearner, UnlearningResult
+from .recorded import recorded_command
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +270,7 @@ def run_tbar(args: UnlearnArguments, data_args: DataArguments, config: TBARConfi
             "selection_split": split_label(data, "validation"),
             "evaluation_split": split_label(data, "test"),
             "data": result.data,
+            "command": recorded_command(args, data_args, config),  # the card's reproduce line
         }
         options = {"overwrite": args.overwrite, "force": args.force}
         unlearner.save_pretrained(args.output_dir, result, **options, **fields)
