@@ -81,7 +81,8 @@ class UnlearnArguments:
     trigger_image: str | None = field(
         default=None,
         metadata={
-            "help": "Image file of an image-patch or blend-image trigger (e.g. the attacker's patch.png)."
+            "help": "Image file of an image-patch or blend-image trigger (e.g. the attacker's patch.png); "
+            "without --trigger it means --trigger image-patch."
         },
     )
     trigger_position: str | None = field(
@@ -137,6 +138,8 @@ class UnlearnArguments:
             raise ConfigError(f"--trigger must be one of {known}, got {self.trigger!r}")
         if self.poisoned_images is not None and self.trigger == AUTO_TRIGGER:
             raise ConfigError("--poisoned_images replaces the trigger: do not combine it with --trigger auto")
+        if self.trigger_image is not None and self.trigger == type(self).trigger:  # --trigger left out
+            self.trigger = "image-patch"
         if self.trigger_image is not None and self.trigger not in ("image-patch", "blend-image"):
             raise ConfigError(
                 f"--trigger_image needs --trigger image-patch or blend-image, got {self.trigger!r}"
