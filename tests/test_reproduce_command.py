@@ -20,7 +20,7 @@ from hf_tbar.data.examples import write_example_folder
 from hf_tbar.detection import DecreeConfig, InvertedTrigger
 from hf_tbar.detection.inverted import INVERTED_TRIGGER_FILE
 from hf_tbar.errors import InputError
-from hf_tbar.hub import build_model_card, load_report
+from hf_tbar.hub import PushConfig, build_model_card, load_report, prepare_push_folder
 from hf_tbar.hub.reproduce import reproduce_command
 from hf_tbar.report_schema import TBARReport
 from hf_tbar.tiny_clip import build_tiny_clip, save_clip
@@ -118,6 +118,8 @@ def test_an_automatic_run_keeps_its_trigger_in_a_file_and_reruns_detection(input
     assert f"]({INVERTED_TRIGGER_FILE})" in card
     removed = runs[0].result.trigger
     assert isinstance(removed, InvertedTrigger) and report_trigger(report, str(folder)) == removed
+    staged = prepare_push_folder(folder, inputs / "to-push", PushConfig(repo_id="me/clip-clean", force=True))
+    assert INVERTED_TRIGGER_FILE in staged  # published with the card that names it
     (folder / INVERTED_TRIGGER_FILE).write_bytes(InvertedTrigger(seed=9).to_safetensors())
     with pytest.raises(InputError, match="changed: its sha256"):
         report_trigger(report, str(folder))
