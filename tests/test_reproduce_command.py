@@ -158,6 +158,10 @@ def test_a_report_without_a_recorded_command_gets_a_line_that_parses():
     assert (args.ca_threshold, args.target_threshold, args.max_scale) == (0.9, 0.5, 2.0)
     assert (data.data_seed, args.target, config.steps) == (2, "0", 30)
     assert "rebuilt from the report" in build_model_card(report).text
+    free_form = {**payload, "data": {"unlearning_set": "captioned world (image-caption pairs)"}}
+    assert "--dataset_name path-free-name" in reproduce_command(
+        TBARReport.from_dict(free_form)
+    )  # as the demo's
 
 
 def test_inverted_trigger_files_are_checked_when_read(tmp_path):

@@ -53,17 +53,23 @@ def command_words(options: Mapping[str, Any]) -> list[str]:
     return words
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else an empty one: ``report.data`` is free-form (a demo writes strings)."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def _dataset_options(report: TBARReport) -> dict[str, Any]:
     """The data flags of a report without a recorded command: the dataset, its splits, columns and caps."""
-    data = report.data or {}
+    data = _mapping(report.data)
     options: dict[str, Any] = {}
     dataset = report.dataset or data.get("dataset")
     if dataset:
         named = data.get("source") in _NAMED_SOURCES
         options["dataset_name"] = dataset if named else local_placeholder(str(dataset))
     options["dataset_config"] = report.dataset_config or data.get("config")
-    for role, used in (data.get("splits") or {}).items():
-        read = used.get("split") if isinstance(used, dict) and not used.get("carved_from_train") else None
+    for role, used in _mapping(data.get("splits")).items():
+        used = _mapping(used)
+        read = None if used.get("carved_from_train") else used.get("split")
         if read not in (None, role):
             options[f"{role}_split"] = read
     for key, usual in (("image_column", "image"), ("label_column", "label")):
@@ -75,7 +81,7 @@ def _dataset_options(report: TBARReport) -> dict[str, Any]:
         options["data_seed"] = data["data_seed"]
     if data.get("validation_fraction") not in (None, 0.1):
         options["validation_fraction"] = data["validation_fraction"]
-    captions = data.get("unlearning_set") or {}
+    captions = _mapping(data.get("unlearning_set"))
     if captions.get("kind") == "image-caption":
         caption_dataset = captions.get("dataset")
         if caption_dataset != dataset:
@@ -126,7 +132,7 @@ def reproduce_options(report: TBARReport) -> dict[str, Any]:
         "lora_target_modules": recipe.lora.target_modules if recipe.lora else None,
         "seed": recipe.seed,
     }
-    unlearning_set = (report.data or {}).get("unlearning_set") or {}
+    unlearning_set = _mapping(_mapping(report.data).get("unlearning_set"))
     options["target_captions"] = unlearning_set.get("target_captions")
     options = {key: value for key, value in options.items() if value is not None}
     if selection is not None:  # a recorded ``None`` target threshold is the constraint turned off
