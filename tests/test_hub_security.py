@@ -286,7 +286,7 @@ def _fake_result() -> SimpleNamespace:
         selection=SimpleNamespace(
             scale=1.0,
             sweep=[],
-            config=SimpleNamespace(ca_threshold=0.95, target_threshold=0.8),
+            config=SimpleNamespace(ca_threshold=0.95, target_threshold=0.8, max_scale=3.0),
             evaluations=3,
         ),
         before=metrics,

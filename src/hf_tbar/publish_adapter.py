@@ -10,7 +10,7 @@ from .errors import ConfigError
 from .hub.card_adapter import adapter_card
 from .hub.provenance import base_model_provenance
 from .io import atomic_output_dir, refuse_overlap, write_json
-from .report import CARD_FILE, REPORT_FILE, gated_report
+from .report import CARD_FILE, REPORT_FILE, gated_report, write_trigger_files
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def save_adapter_folder(
             tmp / REPORT_FILE,
             {**report.to_dict(), "adapter": {"bytes": info.adapter_bytes, "model_bytes": info.model_bytes}},
         )
+        write_trigger_files(tmp, unlearner, result)
         card.save(tmp / CARD_FILE)
     logger.info("negation adapter written to %s (%.2f%% of the model's bytes)", output_dir, 100 * info.ratio)
     return AdapterInfo(type(info.path)(output_dir), info.adapter_bytes, info.model_bytes)

@@ -25,6 +25,7 @@ __all__ = [
     "build_report",
     "plot_sweep",
     "save_sanitized",
+    "write_trigger_files",
 ]
 PLOT_FILE = "tbar_scale_sweep.png"
 CARD_FILE = "README.md"
@@ -63,7 +64,7 @@ def build_report(unlearner, result, **extra) -> TBARReport:
     cfg = result.config
     base_model, base_model_source = base_model_provenance(unlearner.source)
     height, width = image_size_of(unlearner.processor)
-    trigger = result.trigger.resolved(height, width) if result.trigger is not None else None
+    trigger = _public_trigger(unlearner, result)
     if trigger is None:
         trigger_source = "found"  # poisoned images found as they are: no trigger object
     else:
@@ -96,6 +97,7 @@ def build_report(unlearner, result, **extra) -> TBARReport:
             if cfg.mode == "lora"
             else None,
             "seed": cfg.seed,
+            "preserve_set_size": cfg.preserve_set_size,
         },
         "scale": result.selection.scale,
         "sweep": [asdict(p) for p in result.selection.sweep],
@@ -104,6 +106,7 @@ def build_report(unlearner, result, **extra) -> TBARReport:
             "ca_threshold": result.selection.config.ca_threshold,
             "target_threshold": result.selection.config.target_threshold,
             "evaluations": result.selection.evaluations,
+            "max_scale": result.selection.config.max_scale,
         },
         "evaluation_split": extra.pop("evaluation_split", "test"),
         "before": result.before.to_dict(),
@@ -116,6 +119,23 @@ def build_report(unlearner, result, **extra) -> TBARReport:
         **extra,
     }
     return TBARReport.from_dict(json.loads(json.dumps(payload, default=str)), source="the new report")
+
+
+def _public_trigger(unlearner, result):
+    """The run's trigger as the report describes it: input-relative sizes fixed for the model's input."""
+    if result.trigger is None:
+        return None
+    return result.trigger.resolved(*image_size_of(unlearner.processor))
+
+
+def write_trigger_files(folder: str | os.PathLike, unlearner, result) -> list[str]:
+    """Write the files the report's trigger description names (an inverted trigger's mask and pattern,
+    :meth:`~hf_tbar.attacks.Trigger.public_files`) into ``folder``; returns their names."""
+    trigger = _public_trigger(unlearner, result)
+    files = trigger.public_files() if trigger is not None else {}
+    for name, data in files.items():
+        (Path(folder) / name).write_bytes(data)
+    return sorted(files)
 
 
 def plot_sweep(
@@ -171,7 +191,8 @@ def save_sanitized(
     min_ca_retention: float = 0.90,
     **extra,
 ) -> Path:
-    """Write the sanitized CLIP folder atomically: model, processor, report, plot and model card (README.md).
+    """Write the sanitized CLIP folder atomically: model, processor, report, plot, model card (README.md) and
+    the files the report's trigger names (``inverted_trigger.safetensors`` after an unknown-trigger run).
 
     The same safety gate as a push applies: a model whose verified ASR is above ``max_asr`` or whose CA
     retention is below ``min_ca_retention`` is refused unless ``force`` (the card then opens with a warning).
@@ -190,6 +211,7 @@ def save_sanitized(
         result.model.save_pretrained(tmp, safe_serialization=True)
         unlearner.processor.save_pretrained(tmp)
         write_json(tmp / REPORT_FILE, report.to_dict())
+        write_trigger_files(tmp, unlearner, result)
         plot_sweep(report.sweep, report.scale, tmp / PLOT_FILE)
         card.save(tmp / CARD_FILE)
     logger.info("sanitized model written to %s", output_dir)

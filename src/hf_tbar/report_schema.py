@@ -11,6 +11,7 @@ Schema versions (``schema_version``; a report without one is version 1):
 | version | what changed |
 |---|---|
 | 1 | the format of every report so far; files written before ``schema_version`` existed read as version 1 |
+| 2 | ``command`` (a CLI run's ``hf-tbar`` options), ``selection.max_scale``, ``recipe.preserve_set_size``; an inverted trigger named by its file (``trigger.file_name``, beside the report), not inline |
 """
 
 from __future__ import annotations
@@ -30,12 +31,20 @@ from .evaluation import EvalResult
 from .metrics import ca_retention
 from .scale_search import SweepPoint
 
-__all__ = ["REPORT_FILE", "SCHEMA_VERSION", "BaseModelSource", "Recipe", "Selection", "TBARReport"]
+__all__ = [
+    "REPORT_FILE",
+    "SCHEMA_VERSION",
+    "BaseModelSource",
+    "Recipe",
+    "RunCommand",
+    "Selection",
+    "TBARReport",
+]
 
 #: File name of the report in a sanitized folder.
 REPORT_FILE = "tbar_report.json"
 #: The schema version this hf_tbar writes, and the newest it reads.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Keys written for the reader's convenience and recomputed on reading (never trusted from the file).
 DERIVED_KEYS = ("ca_retention",)
 
@@ -73,17 +82,34 @@ class Recipe:
     variant: str | None = None
     lora: LoraRecipe | None = None
     seed: int | None = None
+    preserve_set_size: int | None = None
 
 
 @dataclass
 class Selection:
     """How the negation scale was chosen: the split, the accuracy constraints (fractions of the backdoored
-    model's accuracy) and the number of scales evaluated."""
+    model's accuracy), the number of scales evaluated and the largest scale searched."""
 
     split: str | None = None
     ca_threshold: float | None = None
     target_threshold: float | None = None
     evaluations: int | None = None
+    max_scale: float | None = None
+
+
+@dataclass
+class RunCommand:
+    """The ``hf-tbar`` command of a run, as the card's reproduce line rebuilds it.
+
+    Attributes:
+        name: The sub-command that makes the same model (``"unlearn"``).
+        options: Every option whose value differs from the sub-command's default, by field name (the flag
+            without ``--``), in the parser's order; ``output_dir`` and ``overwrite`` are left out, and a local
+            path is recorded as ``path/to/<its base name>``.
+    """
+
+    name: str = "unlearn"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -115,6 +141,7 @@ class TBARReport:
         finetuning_losses: Loss per step of each fine-tuning, by its label.
         versions: Package versions (``None`` for a package that was not installed).
         dataset, dataset_config, data: The dataset's name, configuration and provenance (splits and sizes).
+        command: The ``hf-tbar`` command and options of a CLI run (``None`` for an API run or an older report).
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -144,6 +171,7 @@ class TBARReport:
     dataset: str | None = None
     dataset_config: str | None = None
     data: dict[str, Any] | None = None
+    command: RunCommand | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -186,6 +214,7 @@ class TBARReport:
             )
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         fields = {key: value for key, value in payload.items() if key in known}
+        fields["schema_version"] = version  # a report without one is version 1, not this hf_tbar's
         extra = {k: v for k, v in payload.items() if k not in known and k not in DERIVED_KEYS}
         try:
             return _build(cls, {**fields, "extra": extra}, "")

@@ -60,6 +60,11 @@ class Trigger(ABC):
         """
         return self.to_dict()
 
+    def public_files(self) -> dict[str, bytes]:
+        """Files that :meth:`public_dict` names by ``file_name`` and that belong beside the report, by name
+        (e.g. an inverted trigger's tensors); none for a trigger described by its parameters alone."""
+        return {}
+
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> Trigger:
         """Build this trigger from the parameters of a :meth:`to_dict` description (``name`` removed)."""

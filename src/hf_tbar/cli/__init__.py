@@ -40,6 +40,9 @@ COMMANDS: dict[str, str] = {
 
 #: Environment variable that, set to 1, shows tracebacks like ``--debug``.
 DEBUG_ENV = "HF_TBAR_DEBUG"
+#: Format of the log lines the CLI prints: wall-clock time first, so the seconds a stage took show.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
 
 
 #: Words that give ``None`` to an optional number (``--target_threshold none``).
@@ -205,5 +208,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hf-tbar: error: unknown command {name!r}\n{usage}", file=sys.stderr)  # noqa: T201
         return 2
     debug = "--debug" in rest or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT)
     return run_command(name, rest, debug=debug)

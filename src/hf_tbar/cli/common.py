@@ -28,6 +28,7 @@ from ..evaluation import EvalResult
 from ..io import check_output_dir, refuse_overlap
 from ..scale_search import ScaleSearchConfig
 from ..unlearner import AUTO_TRIGGER, BackdoorUnlearner, UnlearningResult
+from .recorded import recorded_command
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ class UnlearnArguments:
     trigger_image: str | None = field(
         default=None,
         metadata={
-            "help": "Image file of an image-patch or blend-image trigger (e.g. the attacker's patch.png)."
+            "help": "Image file of an image-patch or blend-image trigger (e.g. the attacker's patch.png); "
+            "without --trigger it means --trigger image-patch."
         },
     )
     trigger_position: str | None = field(
@@ -128,6 +130,8 @@ class UnlearnArguments:
             raise ConfigError(f"--trigger must be one of {known}, got {self.trigger!r}")
         if self.poisoned_images is not None and self.trigger == AUTO_TRIGGER:
             raise ConfigError("--poisoned_images replaces the trigger: do not combine it with --trigger auto")
+        if self.trigger_image is not None and self.trigger == type(self).trigger:  # --trigger left out
+            self.trigger = "image-patch"
         if self.trigger_image is not None and self.trigger not in ("image-patch", "blend-image"):
             raise ConfigError(
                 f"--trigger_image needs --trigger image-patch or blend-image, got {self.trigger!r}"
@@ -260,6 +264,7 @@ def run_tbar(
             "selection_split": split_label(data, "validation"),
             "evaluation_split": split_label(data, "test"),
             "data": result.data,
+            "command": recorded_command(args, data_args, config),  # the card's reproduce line
         }
         options = {"overwrite": args.overwrite, "force": args.force}
         unlearner.save_pretrained(args.output_dir, result, **options, **fields)

@@ -82,12 +82,15 @@ DATACLASSES = (VerifyArguments, DataArguments, ReboundConfig)
 
 
 def report_trigger(report: TBARReport, folder: str, trigger_image: str | None = None) -> Trigger:
-    """The trigger recorded in ``folder``'s report, rebuilt (``trigger_image``: the file of an image trigger).
+    """The trigger recorded in ``folder``'s report, rebuilt.
+
+    A trigger the report names by a file in ``folder`` (an inverted trigger's ``inverted_trigger.safetensors``)
+    is read from there; ``trigger_image`` gives the file of an image trigger (or replaces the folder's file).
 
     Raises:
         InputError: the report records no trigger (poisoned images used as found) or one that cannot be
-            rebuilt (an image trigger without ``trigger_image``, a file whose sha256 differs); names the
-            folder.
+            rebuilt (an image trigger without ``trigger_image``, a missing trigger file, a file whose sha256
+            differs); names the folder.
     """
     where = Path(folder) / REPORT_NAME
     if report.trigger is None:
@@ -95,11 +98,17 @@ def report_trigger(report: TBARReport, folder: str, trigger_image: str | None = 
             f"{where} records no trigger (the poisoned images were used as found): there is nothing to stamp "
             "for ASR or for the poisoned rebound run"
         )
-    overrides = {"path": trigger_image} if trigger_image is not None else {}
+    file_name = report.trigger.get("file_name")
+    beside = Path(folder) / str(file_name) if file_name else None
+    overrides = {}
+    if trigger_image is not None:
+        overrides["path"] = trigger_image
+    elif beside is not None and beside.is_file() and beside.name == file_name:
+        overrides["path"] = str(beside)
     try:
         return trigger_from_dict(report.trigger, **overrides)
     except (ValueError, TypeError, OSError) as err:
-        hint = " (pass --trigger_image FILE)" if "sha256" in report.trigger and trigger_image is None else ""
+        hint = " (pass --trigger_image FILE)" if "sha256" in report.trigger and not overrides else ""
         raise InputError(f"cannot rebuild the trigger recorded in {where}{hint}: {err}") from None
 
 

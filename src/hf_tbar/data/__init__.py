@@ -9,7 +9,7 @@
 | ``task_data`` | :func:`load_task_data`: checked, carved, capped splits + their task; :func:`resolve_target` |
 | ``loader`` | :func:`pixel_loader` / :func:`tensor_loader`: ``(pixels in [0, 1], labels)`` batches, streamed |
 | ``images`` | :class:`ImageSet` (tensors or a dataset, read batch by batch): what the unlearner and evaluation read |
-| ``pixels`` | image <-> pixel-tensor conversions and normalisation |
+| ``pixels`` | image <-> pixel-tensor conversions and normalisation; decoding one image cell, naming a bad file |
 """
 
 from .arguments import DataArguments

@@ -19,7 +19,7 @@ from datasets import Dataset, Value
 from ..errors import ConfigError, DataError
 from .arguments import DataArguments
 from .images import DatasetImages
-from .loader import decode_image
+from .pixels import decode_image, undecoded
 from .sources import dataset_display_name, select_data_source
 from .task_data import TaskData, _find_split, _image_column
 
@@ -189,7 +189,7 @@ def load_caption_data(args: DataArguments, data: TaskData) -> CaptionData | None
         )
     if len(dataset) == 0:
         raise DataError(f"{where} is empty: the image-caption unlearning set needs rows")
-    decode_image(dataset[0][image_column], image_column)
+    decode_image(undecoded(dataset, image_column)[0][image_column], image_column)
     provenance = {
         "kind": "image-caption",
         "objective": "contrastive",

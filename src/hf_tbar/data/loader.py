@@ -12,7 +12,6 @@ crop size, ``labels`` int64 ``(B,)``, or ``None`` for unlabelled data.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from PIL import Image as PILImage
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from ..errors import DataError
-from .pixels import images_to_tensor, validate_pixels
+from .pixels import decode_image, images_to_tensor, undecoded, validate_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -58,36 +57,6 @@ def to_rgb(image: PILImage.Image) -> PILImage.Image:
         canvas.paste(rgba, mask=rgba.getchannel("A"))
         return canvas
     return image.convert("RGB")
-
-
-def decode_image(value: Any, column: str) -> PILImage.Image:
-    """Decode one cell of an image column: a PIL image, ``{"bytes", "path"}``, raw bytes or a file path.
-
-    Raises:
-        DataError: the value is not an image (naming ``column`` and the value's type) or cannot be decoded.
-    """
-    if isinstance(value, PILImage.Image):
-        return value
-    try:
-        if isinstance(value, dict) and (value.get("bytes") is not None or value.get("path")):
-            return Image().decode_example(value)
-        if isinstance(value, (bytes, bytearray)):
-            image = PILImage.open(io.BytesIO(value))
-            image.load()
-            return image
-        if isinstance(value, (str, os.PathLike)):
-            image = PILImage.open(value)
-            image.load()  # reads the pixels and closes the file
-            return image
-    except (OSError, SyntaxError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-        shown = value if isinstance(value, (str, os.PathLike)) else type(value).__name__
-        raise DataError(
-            f"image column {column!r} holds a value that is not a readable image ({shown!r}): {err}"
-        ) from err
-    raise DataError(
-        f"image column {column!r} holds no images: got a {type(value).__name__} ({str(value)[:60]!r}), "
-        "expected an image, image bytes or an image file path"
-    )
 
 
 class _PixelTransform:
@@ -157,13 +126,15 @@ def pixel_loader(
         ``labels`` int64 ``(B,)`` (or ``None``).
 
     Raises:
-        DataError: a column is missing; decoding a batch raises it for a cell that is not an image.
+        DataError: a column is missing; decoding a batch raises it for a cell that is not an image or an image
+            file that cannot be decoded (truncated, corrupt), naming the file.
     """
     for column in (image_column, label_column):
         if column is not None and column not in dataset.column_names:
             raise DataError(f"the dataset has no column {column!r}; columns: {dataset.column_names}")
     columns = [image_column] + ([label_column] if label_column is not None else [])
-    streamed = dataset.with_transform(_PixelTransform(processor, image_column, label_column), columns=columns)
+    transform = _PixelTransform(processor, image_column, label_column)  # decodes, naming a file that fails
+    streamed = undecoded(dataset, image_column).with_transform(transform, columns=columns)
     return _batch_loader(streamed, batch_size, shuffle, seed, num_workers)
 
 

@@ -1,4 +1,4 @@
-"""Conversion between image datasets and pixel tensors.
+"""Conversion between image datasets and pixel tensors, and the decoding of one image cell.
 
 Triggers act on *un-normalised* pixels in ``[0, 1]`` at the model's input resolution, shape
 ``(batch, 3, H, W)``; the CLIP mean/std normalisation is applied after the trigger, right before the
@@ -7,9 +7,13 @@ vision tower, by :func:`normalize_pixels`.
 
 from __future__ import annotations
 
+import io
+import os
+from typing import Any
+
 import numpy as np
 import torch
-from datasets import Dataset
+from datasets import Dataset, Image
 from PIL import Image as PILImage
 
 from ..errors import DataError
@@ -72,6 +76,55 @@ def validate_labels(labels: torch.Tensor, num_classes: int, name: str = "labels"
     return labels
 
 
+def undecoded(dataset: Dataset, column: str) -> Dataset:
+    """``dataset`` with its image column ``column`` read as stored (``{"bytes", "path"}`` cells), so that
+    :func:`decode_image` decodes each image and names the file that fails; unchanged for any other column.
+
+    ``datasets`` would decode the images itself, before any transform, and a truncated file would surface as
+    a bare ``OSError`` that names no file.
+    """
+    feature = dataset.features.get(column)
+    if isinstance(feature, Image) and feature.decode:
+        return dataset.cast_column(column, Image(mode=feature.mode, decode=False))
+    return dataset
+
+
+def decode_image(value: Any, column: str) -> PILImage.Image:
+    """Decode one cell of an image column: a PIL image, ``{"bytes", "path"}``, raw bytes or a file path.
+
+    Raises:
+        DataError: the value is not an image (naming ``column`` and the value's type), or an image file that
+            cannot be decoded, truncated or corrupt (naming the file, or the column for bytes without a name).
+    """
+    if isinstance(value, PILImage.Image):
+        return value
+    stored = isinstance(value, dict) and (value.get("bytes") is not None or bool(value.get("path")))
+    try:
+        if stored:
+            return Image().decode_example(value)
+        if isinstance(value, (bytes, bytearray)):
+            image = PILImage.open(io.BytesIO(value))
+            image.load()
+            return image
+        if isinstance(value, (str, os.PathLike)):
+            image = PILImage.open(value)
+            image.load()  # reads the pixels and closes the file
+            return image
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as err:
+        # PIL.UnidentifiedImageError is an OSError; so is "image file is truncated"
+        path = value.get("path") if stored else value if isinstance(value, (str, os.PathLike)) else None
+        if path:
+            raise DataError(
+                f"image file {os.fspath(path)!r} of column {column!r} cannot be decoded (truncated, corrupt, "
+                f"missing?): {err}"
+            ) from err
+        raise DataError(f"image bytes (no file name) in column {column!r} cannot be decoded: {err}") from err
+    raise DataError(
+        f"image column {column!r} holds no images: got a {type(value).__name__} ({str(value)[:60]!r}), "
+        "expected an image, image bytes or an image file path"
+    )
+
+
 def image_size_of(processor) -> tuple[int, int]:
     """(height, width) the processor crops/resizes to."""
     image_processor = getattr(processor, "image_processor", processor)
@@ -103,14 +156,19 @@ def dataset_to_tensors(
 
     Raises:
         ValueError: the dataset is empty or lacks a column.
+        DataError: an image cannot be decoded (naming its file).
     """
     if len(dataset) == 0:
         raise ValueError("the dataset is empty: it has no rows to convert")
     for column in (image_column, label_column):
         if column not in dataset.column_names:
             raise ValueError(f"the dataset has no column {column!r}; columns: {dataset.column_names}")
+    stored = undecoded(dataset, image_column)
     chunks = [
-        images_to_tensor(dataset[start : start + batch_size][image_column], processor)
+        images_to_tensor(
+            [decode_image(cell, image_column) for cell in stored[start : start + batch_size][image_column]],
+            processor,
+        )
         for start in range(0, len(dataset), batch_size)
     ]
     labels = torch.as_tensor(np.asarray(dataset[label_column]), dtype=torch.long)

@@ -18,7 +18,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image, Value
 from ..errors import DataError
 from .arguments import DEFAULT_TEMPLATES, DataArguments
 from .embedded import TaskSpec
-from .loader import decode_image
+from .pixels import decode_image, undecoded
 from .sources import dataset_display_name, select_data_source
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ def load_task_data(args: DataArguments) -> TaskData:
 
     Raises:
         DataError: unreadable dataset, missing split or column, no images, labels without class names,
-            too few class names, or a label out of range (naming the value).
+            too few class names, a label out of range (naming the value), or a class of the validation or
+            test split that the train split lacks (naming it).
     """
     source = select_data_source(args)
     name = dataset_display_name(args, source)
@@ -89,7 +90,8 @@ def load_task_data(args: DataArguments) -> TaskData:
         if len(dataset) == 0:
             raise DataError(f"split {splits[role]!r} of dataset {name!r} is empty")
         labels[role] = _check_labels(dataset, label_column, splits[role], len(classnames))
-        decode_image(dataset[0][image_column], image_column)
+        decode_image(undecoded(dataset, image_column)[0][image_column], image_column)
+    _check_classes_in_train(labels, splits, classnames)
 
     missing = [role for role in ("validation", "test") if splits[role] is None]
     if missing:
@@ -182,7 +184,8 @@ def _warn_small_validation(
 def resolve_target(task: TaskSpec, target: str | int) -> int:
     """The class index of ``target``: an int index, a class name, or an index as a string (``"3"``).
 
-    A class name wins over the index reading; names also match ignoring case and ``_`` vs space.
+    A class name wins over the index reading; names also match ignoring case and ``_`` vs space, with a
+    warning naming the class matched.
 
     Raises:
         DataError: an unknown class name (listing a few names) or an index out of range.
@@ -192,7 +195,15 @@ def resolve_target(task: TaskSpec, target: str | int) -> int:
             return task.classnames.index(target)
         normal = [_normal(c) for c in task.classnames]
         if _normal(target) in normal:
-            return normal.index(_normal(target))
+            index = normal.index(_normal(target))
+            logger.warning(
+                "target %r is not a class name; it matches class %r (index %d) when case and '_' vs space are "
+                "ignored: using that class",
+                target,
+                task.classnames[index],
+                index,
+            )
+            return index
         if not target.strip().lstrip("-").isdigit():
             shown = ", ".join(repr(c) for c in task.classnames[:8]) + (
                 ", ..." if task.num_classes > 8 else ""
@@ -306,6 +317,23 @@ def _check_labels(dataset: Dataset, label_column: str, split: str, num_classes: 
             f"(labels must be in 0..{num_classes - 1})"
         )
     return labels
+
+
+def _check_classes_in_train(labels: dict[str, np.ndarray], splits: dict, classnames: list[str]) -> None:
+    """Every class of the validation and test splits read from the dataset has rows in train, where the
+    unlearning set is drawn from (a class it lacks could be neither fine-tuned on nor repaired)."""
+    in_train = set(np.unique(labels["train"]).tolist())
+    for role in ("validation", "test"):
+        if role not in labels:
+            continue
+        missing = sorted(set(np.unique(labels[role]).tolist()) - in_train)
+        if missing:
+            shown = ", ".join(f"{classnames[c]!r} (label {c})" for c in missing[:8])
+            more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+            raise DataError(
+                f"split {splits[role]!r} has class {shown}{more} that the train split {splits['train']!r} lacks: "
+                "train is where the unlearning set comes from, so every class evaluated needs train rows"
+            )
 
 
 def _carve(labels: np.ndarray, parts: list[str], fraction: float, seed: int) -> dict[str, np.ndarray]:

@@ -1,7 +1,12 @@
-"""The trigger recovered by trigger inversion: a soft mask and a pattern, ``x' = (1 - m) x + m p``."""
+"""The trigger recovered by trigger inversion: a soft mask and a pattern, ``x' = (1 - m) x + m p``.
+
+A report names an inverted trigger by file (:data:`INVERTED_TRIGGER_FILE`, safetensors, beside the report)
+instead of carrying its mask and pattern inline; reports written before that keep them inline and still read.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,10 +14,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from ..attacks.base import Trigger, register_trigger
+from ..errors import InputError
 
 PLACEHOLDER_SIZE = 32  # side of the seeded random trigger built without mask and pattern
+#: File holding an inverted trigger's ``mask`` and ``pattern`` tensors in a sanitized folder (its report
+#: names it in ``trigger.file_name``).
+INVERTED_TRIGGER_FILE = "inverted_trigger.safetensors"
 
 
 def _as_tensor(value: Any, what: str, ndim: int) -> torch.Tensor:
@@ -126,6 +138,79 @@ class InvertedTrigger(Trigger):
             "pattern": self.pattern.tolist(),
             "seed": self.seed,
         }
+
+    def to_safetensors(self) -> bytes:
+        """The mask and pattern as the bytes of a safetensors file, the same bytes for the same trigger (one
+        metadata key: safetensors writes several in no fixed order). The seed is the report's to record."""
+        tensors = {"mask": self.mask.contiguous(), "pattern": self.pattern.contiguous()}
+        return save_safetensors(tensors, metadata={"trigger": self.name})
+
+    def public_files(self) -> dict[str, bytes]:
+        """:data:`INVERTED_TRIGGER_FILE` and its bytes: the file :meth:`public_dict` names."""
+        return {INVERTED_TRIGGER_FILE: self.to_safetensors()}
+
+    def public_dict(self) -> dict[str, Any]:
+        """The trigger named by its file instead of inline lists: ``{"name", "file_name", "sha256", "size",
+        "seed"}``. Rebuild it with ``trigger_from_dict(description, path=<folder>/<file_name>)``."""
+        height, width = self.size
+        return {
+            "name": self.name,
+            "file_name": INVERTED_TRIGGER_FILE,
+            "sha256": hashlib.sha256(self.to_safetensors()).hexdigest(),
+            "size": [height, width],
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> Trigger:
+        """Build from :meth:`to_dict`'s inline mask and pattern, or from :meth:`public_dict` with ``path`` (the
+        file, whose sha256 is checked when the description records one).
+
+        Raises:
+            InputError: a description naming a file without its ``path``; a file that is missing, changed or
+                not an inverted trigger's (naming the file).
+        """
+        params = dict(params)
+        file_name, path = params.pop("file_name", None), params.pop("path", None)
+        if path is None and file_name is None:
+            return super().from_dict(params)
+        if path is None:
+            raise InputError(
+                f"the inverted trigger was recorded as file {file_name!r} (sha256 {params.get('sha256')}); "
+                f"rebuild it with trigger_from_dict(description, path=<folder>/{file_name})"
+            )
+        return cls.load(path, sha256=params.get("sha256"), seed=int(params.get("seed", 0)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, sha256: str | None = None, seed: int = 0) -> InvertedTrigger:
+        """Read a trigger written by :meth:`to_safetensors`.
+
+        Args:
+            path: The ``.safetensors`` file.
+            sha256: Expected sha256 of its bytes (checked when given).
+            seed: Seed of the inversion that produced it (recorded in the report).
+
+        Raises:
+            InputError: the file is missing or unreadable, its sha256 differs, or it holds no valid
+                ``mask`` (H, W) and ``pattern`` (3, H, W) (naming the file).
+        """
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise InputError(f"cannot read the inverted trigger file {os.fspath(path)!r}: {err}") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if sha256 is not None and str(sha256).lower() != actual:
+            raise InputError(
+                f"the inverted trigger file {os.fspath(path)!r} changed: its sha256 is {actual}, the report "
+                f"records {sha256}"
+            )
+        try:
+            tensors = load_safetensors(data)
+            return cls(mask=tensors["mask"], pattern=tensors["pattern"], seed=seed)
+        except (SafetensorError, KeyError, ValueError, TypeError) as err:
+            raise InputError(
+                f"{os.fspath(path)!r} is not an inverted trigger file (mask and pattern tensors): {err}"
+            ) from None
 
     def describe(self, image_size: int | None = None) -> str:
         height, width = self.size

@@ -25,6 +25,7 @@ from .card_text import (
 )
 from .gate import as_report
 from .provenance import hub_model_id, report_provenance
+from .reproduce import reproduce_notes
 
 __all__ = ["build_model_card", "card_context", "describe_trigger", "hub_model_id", "reproduce_command"]
 
@@ -125,6 +126,7 @@ def card_context(
         or report.versions.get("hf_tbar")
         or "(version not recorded)",
         "reproduce_command": reproduce_command(report),
+        "reproduce_notes": reproduce_notes(report),
         "classnames": [str(name) for name in task.classnames] if task else [],
         "prompt_template": task.templates[0] if task else "a photo of {}.",
         "forced": bool(forced),

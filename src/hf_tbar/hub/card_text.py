@@ -1,17 +1,16 @@
-"""A report in words: the formatted numbers, table rows and sentences of the model card, and the command that
-reproduces the run. Fractions in ``[0, 1]`` are shown as percentages; anything missing reads ``n/a``."""
+"""A report in words: the formatted numbers, table rows and sentences of the model card (the command that
+reproduces the run is :mod:`.reproduce`'s). Fractions in ``[0, 1]`` are shown as percentages; anything missing
+reads ``n/a``."""
 
 from __future__ import annotations
 
-import json
 import math
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
 from ..metrics import finite
 from ..report_schema import Recipe, TBARReport
-from .provenance import report_provenance
+from .reproduce import reproduce_command
 
 __all__ = [
     "class_name",
@@ -82,39 +81,6 @@ def class_name(report: TBARReport, index: int | None) -> str | None:
     """The name of class ``index`` in the report's task, ``None`` when it has none."""
     classnames = report.task.classnames if report.task else ()
     return str(classnames[index]) if index is not None and 0 <= index < len(classnames) else None
-
-
-def reproduce_command(report: TBARReport, output_dir: str = "sanitized") -> str:
-    """The ``hf-tbar unlearn`` line that re-runs the recorded recipe on the recorded base model.
-
-    Flag names follow :class:`hf_tbar.config.TBARConfig`; settings missing from the report are left out. A local
-    base model is written ``path/to/<folder name>``: the report never records where it was on disk.
-    """
-    recipe, trigger = report.recipe or Recipe(), report.trigger or {}
-    hub_id, source = report_provenance(report)
-    params = {k: v for k, v in trigger.items() if k != "name"}
-    args: list[tuple[str, Any]] = [
-        ("--model", hub_id or (f"path/to/{source['name']}" if source["kind"] == "local" else None)),
-        ("--dataset", report.dataset),
-        ("--attack", trigger.get("name")),
-        ("--attack_params", json.dumps(params) if trigger else None),
-        ("--target", report.target_class),
-        ("--mode", recipe.mode),
-        ("--variant", recipe.variant),
-        ("--steps", recipe.steps),
-        ("--learning_rate", recipe.learning_rate),
-        ("--batch_size", recipe.batch_size),
-        ("--unlearning_set_size", recipe.unlearning_set_size),
-        ("--lora_r", recipe.lora.r if recipe.lora else None),
-        ("--lora_alpha", recipe.lora.alpha if recipe.lora else None),
-        ("--seed", recipe.seed),
-        ("--output_dir", output_dir),
-    ]
-    words = ["hf-tbar", "unlearn"]
-    for flag, value in args:
-        if value is not None:
-            words += [flag, shlex.quote(format_value(value))]
-    return " ".join(words)
 
 
 def metric_rows(report: TBARReport) -> list[dict[str, str]]:

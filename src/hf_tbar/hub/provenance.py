@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 #: ``kind`` of a base model given as a model object that records no folder or Hub id.
 IN_MEMORY = "in-memory"
+#: Folder of the placeholder a published command shows instead of a local path: ``path/to/<base name>``.
+PLACEHOLDER_FOLDER = "path/to"
 
 
 def hub_model_id(name: Any) -> str | None:
@@ -50,6 +52,18 @@ def _folder_name(source: str) -> str:
             return name
     parts = [part for part in re.split(r"[\\/]+", source) if part not in ("", ".", "..", "~")]
     return parts[-1] if parts else "unnamed"
+
+
+def local_placeholder(path: str) -> str:
+    """``path/to/<base name>``: how a published command names a local file or folder, never where it was.
+
+    Example:
+        ```python
+        >>> local_placeholder("/home/me/data/pets_photos")
+        'path/to/pets_photos'
+        ```
+    """
+    return f"{PLACEHOLDER_FOLDER}/{_folder_name(path)}"
 
 
 def base_model_provenance(source: Any) -> tuple[str | None, dict[str, str | None]]:

@@ -113,6 +113,17 @@ def check_adapter_folder(folder: Path) -> list[Path]:
     return [folder / name for name in ADAPTER_FILES]
 
 
+def _report_named_files(folder: Path, report) -> list[Path]:
+    """The safetensors file the report's trigger names (an inverted trigger's), when ``folder`` holds it; an
+    image trigger's picture (the attacker's patch) is never pushed."""
+    name = (report.trigger or {}).get("file_name")
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
+        return []
+    if not (folder / name).is_file():
+        return []
+    return [folder / name]
+
+
 def _searched_bytes(path: Path) -> bytes:
     """The bytes of a staged file that may hold text: all of it, or a safetensors file's JSON header only."""
     if path.suffix != ".safetensors":
@@ -168,6 +179,7 @@ def stage_folder(source: Path, target: Path, config: PushConfig, token: str | No
     else:
         files = _pushed_files(source)
         check_clip_checkpoint(source, files)
+    files += [path for path in _report_named_files(source, report) if path not in files]
     if target.exists():
         target.rmdir()
 
