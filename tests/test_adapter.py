@@ -85,7 +85,9 @@ def test_save_adapter_writes_the_gated_folder_with_a_peft_card(micro_clip, tmp_p
     from huggingface_hub import ModelCard
 
     model, processor = micro_clip
-    config = TBARConfig(mode="lora", steps=2, batch_size=8, unlearning_set_size=12, learning_rate=1e-2)
+    config = TBARConfig(
+        mode="lora", steps=2, batch_size=8, unlearning_set_size=12, learning_rate=1e-2, variant="plain"
+    )
     unlearner = BackdoorUnlearner(model, processor, TASK, config)
     labels = torch.arange(24) % 3
     result = unlearner.unlearn(
@@ -123,9 +125,11 @@ def test_cli_writes_the_adapter_and_pushes_it_as_a_peft_repo(tmp_path):
     ]
     argv += ["--trigger_size", "4", "--templates", "a photo of a {}.", "--max_steps", "2", "--mode", "lora"]
     argv += ["--unlearning_set_size", "8", "--output_dir", str(tmp_path / "out"), "--force"]
-    assert main([*argv, "--variant", "repair", "--adapter_dir", str(tmp_path / "ad")]) == 2  # needs plain
+    assert (
+        main([*argv, "--adapter_dir", str(tmp_path / "ad")]) == 2
+    )  # needs plain: the default is repair-preserving
     assert not (tmp_path / "out").exists()
-    assert main([*argv, "--adapter_dir", str(tmp_path / "ad")]) == 0
+    assert main([*argv, "--variant", "plain", "--adapter_dir", str(tmp_path / "ad")]) == 0
     staged = tmp_path / "staged"
     push = ["push", "--sanitized_dir", str(tmp_path / "ad"), "--repo_id", "me/clip-negation", "--adapter"]
     assert main([*push, "--dry_run_dir", str(staged), "--force"]) == 0

@@ -9,7 +9,7 @@ from helpers import MICRO
 from hf_tbar.captions import names_class
 from hf_tbar.data.captioned import HELD_OUT_TASKS, task_split
 from hf_tbar.defenses import CleanCLIPConfig, DefenseData, TBARDefenseConfig, run_defense
-from hf_tbar.errors import ConfigError, DataError
+from hf_tbar.errors import ConfigError, DataError, ModelAtChanceError
 from hf_tbar.training.captioned import CaptionPretrainConfig
 from hf_tbar.training.captioned_backdoor import POISON_TEMPLATES, CaptionBackdoorConfig, poison_pairs
 
@@ -109,7 +109,7 @@ def test_tbar_defence_uses_the_captions_unless_told_not_to(micro_clip):
     data = _data(micro_clip, trigger=BadNets(), target=2, validation=validation)
     quick = TBARDefenseConfig.quick()
     assert run_defense("tbar", micro_clip[0], data, quick).details["objective"] == "contrastive"
-    labels_only = TBARDefenseConfig(tbar=quick.tbar, search=quick.search, use_captions=False)
+    labels_only = TBARDefenseConfig(tbar=quick.tbar, search=quick.search, use_captions=False, force=True)
     assert run_defense("tbar", micro_clip[0], data, labels_only).details["objective"] == "cross-entropy"
 
 
@@ -137,13 +137,11 @@ def test_demo_world_captions_runs_the_whole_story_offline(tmp_path, monkeypatch,
     monkeypatch.setattr(demo_captions, "captioned_scenario", tiny)
     out = tmp_path / "demo"
     argv = ["demo", "--world", "captions", "--variant", "plain", "--output_dir", str(out)]
-    code = main(argv)
+    assert main(argv) == ModelAtChanceError.exit_code  # a model this tiny does not solve the shape task
+    assert "near chance" in capsys.readouterr().err and not out.exists()
+    assert main([*argv, "--force"]) == 0  # past the refusals, the whole story runs and writes its folder
     printed = capsys.readouterr()
     assert "Captioned demo: BadNets" in printed.out and "TBAR plain, contrastive" in printed.out
-    if code == 3:  # the safety gate refused a model this tiny: nothing was written
-        assert "gate" in printed.err.lower() and not out.exists()
-    else:
-        assert code == 0
-        report = json.loads((out / "tbar_report.json").read_text())
-        assert report["data"]["objective"] == "contrastive"
+    report = json.loads((out / "tbar_report.json").read_text())
+    assert report["data"]["objective"] == "contrastive" and report["recipe"]["variant"] == "plain"
     assert main(["demo", "--world", "pictures"]) == 2

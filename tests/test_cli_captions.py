@@ -116,8 +116,8 @@ def test_a_caption_column_of_the_classification_dataset(tmp_path, user_model, fi
     out = tmp_path / "sanitized"
     argv = ["unlearn", "--model", str(user_model), "--dataset_name", str(data), "--output_dir", str(out)]
     argv += ["--caption_column", "text", "--target_captions", "a small blue square", "a blue square"]
-    assert main(argv + FAST) == 0
-    assert fitted == ["trigger fine-tuning (full)"]  # the default variant, plain
+    assert main(argv + FAST + ["--variant", "plain"]) == 0
+    assert fitted == ["trigger fine-tuning (full)"]  # the plain variant fits the trigger vector alone
     record = json.loads((out / "tbar_report.json").read_text())["data"]
     assert record["unlearning_set"]["dataset"] == "captioned_colours"
     assert record["unlearning_set"]["rows"] == record["splits"]["train"]["rows"]
@@ -179,7 +179,7 @@ def test_the_caption_flags_have_help_and_the_example_config_parses(capsys):
     assert "--caption_image_column" in help_text and "--target_captions" in help_text
     assert "metadata.jsonl has a 'text' column" in help_text
     example = Path(__file__).resolve().parent.parent / "examples" / "your_captions.yaml"
-    args, data_args, config = parse_command("unlearn", ["--config", str(example)])
+    args, data_args, config, *_ = parse_command("unlearn", ["--config", str(example)])
     assert isinstance(data_args, CaptionDataArguments) and data_args.uses_captions
     assert data_args.caption_dataset == "./my_captioned_photos" and data_args.caption_column == "text"
     assert config.target_captions == ["a photo of a cat.", "a cat sitting on a sofa."]

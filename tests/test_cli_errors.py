@@ -44,7 +44,14 @@ def micro_folder(tmp_path: Path) -> Path:
         (["unlearn", "--max_scale", "-1"], 2, "max_scale"),
         (["unlearn", "--mode", "half"], 2, "half"),
         (["demo", "--variant", "nope"], 2, "nope"),
-        (["scan", "--model", "x", "--num_images", "1"], 2, "num_images"),
+        (["scan", "--model", "x", "--num_images", "1"], 2, "detection_images"),
+        (
+            ["unlearn", "--trigger", "badnets", "--detectors", "decree"],
+            2,
+            "--detectors configure the detectors",
+        ),
+        (["sanitize", "--trigger", "blended", "--decree_steps", "5"], 2, "--detection_steps"),
+        (["unlearn", "--target_threshold", "often"], 2, "often"),
         (["push", "--sanitized_dir", "d", "--repo_id", "not a repo"], 2, "not a repo"),
         (["push", "--sanitized_dir", "d", "--repo_id", "me/x", "--max_asr", "2"], 2, "max_asr"),
         (

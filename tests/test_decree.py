@@ -270,30 +270,26 @@ def test_estimate_target_reports_the_majority_class(tiny_clip, clean_pixels):
 # --- the embedded models (slow: uses, or trains, the cached tiny CLIPs) ----------------------------
 
 
-@pytest.mark.slow
-def test_default_config_separates_the_embedded_clean_and_badnets_models():
-    from hf_tbar.data.embedded import load_embedded_dataset
-    from hf_tbar.data.pixels import dataset_to_tensors
+def test_default_config_separates_the_embedded_clean_and_badnets_models(badnets_scenario):
+    """DECREE with its default thresholds on the embedded pair: the clean model is not flagged, the backdoored
+    one is, on the class of the attack; both verdicts rest on the embedded calibration (their recipe files)."""
     from hf_tbar.tiny_clip import load_clip
-    from hf_tbar.training.backdoor import BackdoorConfig, backdoored_clip_path
-    from hf_tbar.training.pretrain import pretrained_clip_path
 
-    dataset, task = load_embedded_dataset("digits")
+    sc = badnets_scenario
     verdicts = {}
-    for name, path in (
-        ("clean", pretrained_clip_path()),
-        ("badnets", backdoored_clip_path(BackdoorConfig())),
-    ):
+    for name, path in (("clean", sc.clean_path), ("badnets", sc.backdoored_path)):
         model, processor = load_clip(path)
-        pixels, _ = dataset_to_tensors(dataset["validation"].select(range(256)), processor)
-        result = invert_trigger(model, processor, pixels, DecreeConfig())
-        head = build_zero_shot_head(model, processor.tokenizer, task)
+        pixels = sc.validation[0][:128]
+        result = invert_trigger(model, processor, pixels, DecreeConfig(steps=150))  # ~10 s; separates already
+        head = build_zero_shot_head(model, processor.tokenizer, sc.task)
         estimate = estimate_target(
             ZeroShotClassifier.from_processor(model, head, processor), pixels, result.trigger
         )
-        verdicts[name] = (result.is_backdoored, estimate.target)
-    assert not verdicts["clean"][0]
-    assert verdicts["badnets"] == (True, 0)
+        verdicts[name] = (result.is_backdoored, estimate.target, result.calibration, result.pl1)
+    assert not verdicts["clean"][0], verdicts
+    assert verdicts["badnets"][:2] == (True, sc.target), verdicts
+    assert verdicts["clean"][2] == verdicts["badnets"][2] == "embedded-tiny-clip"
+    assert verdicts["badnets"][3] < verdicts["clean"][3]
 
 
 # --- the scan sub-command ---------------------------------------------------------------------------
@@ -305,7 +301,7 @@ def test_scan_command_writes_a_report(tmp_path, capsys):
     model, processor = build_tiny_clip(MICRO, [*DIGIT_NAMES, *DIGIT_TEMPLATES])
     save_clip(model, processor, tmp_path / "model")
     parser = HfArgumentParser(scan.DATACLASSES)
-    args, data_args, config = parser.parse_args_into_dataclasses(
+    args, data_args, detection, decree = parser.parse_args_into_dataclasses(
         args=[
             "--model",
             str(tmp_path / "model"),
@@ -313,19 +309,19 @@ def test_scan_command_writes_a_report(tmp_path, capsys):
             "8",
             "--output_dir",
             str(tmp_path / "out"),
-            "--steps",
+            "--detection_steps",
             "3",
             "--batch_size",
             "4",
+            "--force",  # a random micro model is at chance on the digits
         ]
     )
-    assert scan.run(args, data_args, config) == 0
+    assert scan.run(args, data_args, detection, decree) == 0
     printed = capsys.readouterr().out
-    assert "verdict:" in printed and "estimated target class:" in printed
+    assert "verdict:" in printed and "decree: PL1" in printed
     report = json.loads((tmp_path / "out" / scan.REPORT_FILE).read_text())
-    assert report["num_images"] == 8 and report["decree"]["steps"] == 3
-    assert 0 <= report["target"]["target"] < 10
-    assert trigger_from_dict(report["decree"]["trigger"]).size == (32, 32)
-    assert (tmp_path / "out" / scan.PICTURE_FILE).stat().st_size > 0
-    with pytest.raises(ValueError, match="num_images"):
-        scan.ScanArguments(model="x", num_images=1)
+    assert report["num_images"] == 8 and report["detection"]["decree"]["steps"] == 3
+    decree_finding = next(f for f in report["findings"] if f["detector"] == "decree")
+    assert 0 <= decree_finding["target"] < 10
+    rebuilt = trigger_from_dict({"name": "inverted"}, path=tmp_path / "out" / decree_finding["trigger_file"])
+    assert rebuilt.size == (32, 32)

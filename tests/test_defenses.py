@@ -25,6 +25,7 @@ from hf_tbar.defenses import (
     two_point_gradient,
     zero_weights,
 )
+from hf_tbar.detection import DETECTORS
 from hf_tbar.scale_search import ScaleSearchConfig
 from hf_tbar.unlearning_set import make_unlearning_set
 
@@ -208,7 +209,7 @@ def test_registry_and_data_errors_name_the_bad_value(micro_clip):
         TBARDefenseConfig(clean_share=1.0)
     with pytest.raises(ValueError, match="self_supervised_weight"):
         CleanCLIPConfig(multimodal_weight=0, self_supervised_weight=0)
-    assert {"tbar", "tbar-decree", "clean-finetune", "cleanclip", "tsbd"} <= set(DEFENSES)
+    assert {"tbar", "tbar-decree", "tbar-auto", "clean-finetune", "cleanclip", "tsbd"} <= set(DEFENSES)
     assert all(DEFENSES[name].description for name in DEFENSES)
 
 
@@ -216,7 +217,10 @@ def test_registry_and_data_errors_name_the_bad_value(micro_clip):
 def _tbar_config(**kwargs) -> dict:
     return {
         "tbar": TBARConfig(steps=2, batch_size=8, unlearning_set_size=12, learning_rate=1e-2),
-        "search": ScaleSearchConfig(ca_threshold=0.01, grid_points=3, bisection_steps=1),
+        "search": ScaleSearchConfig(
+            ca_threshold=0.01, target_threshold=None, grid_points=3, bisection_steps=1
+        ),
+        "force": True,  # the micro model is at chance on random pixels
         **kwargs,
     }
 
@@ -224,7 +228,15 @@ def _tbar_config(**kwargs) -> dict:
 #: Every registered defense at its quick config, plus TBAR with a mixed unlearning set.
 MICRO_CONFIGS = {
     **{name: defense.config_class.quick for name, defense in DEFENSES.items()},
-    "tbar-mixed": lambda: TBARDefenseConfig(**_tbar_config(clean_share=0.5)),
+    # the mixed set is the trigger vector's: the plain variant (the seed paper's ablation)
+    "tbar-mixed": lambda: TBARDefenseConfig(
+        **_tbar_config(
+            clean_share=0.5,
+            tbar=TBARConfig(
+                steps=2, batch_size=8, unlearning_set_size=12, learning_rate=1e-2, variant="plain"
+            ),
+        )
+    ),
 }
 
 
@@ -255,13 +267,16 @@ def test_every_registered_defense_keeps_the_contract(micro_clip, setting):
     assert any(not torch.equal(after[k], v) for k, v in before.items() if v.is_floating_point())
     assert not result.model.training and result.wall_time_s > 0 and result.finetune_steps >= 2
     assert result.clean_images_used + result.triggered_images_used > 0
-    if setting == "tbar":
-        assert (result.triggered_images_used, result.clean_images_used) == (12, 0)
+    if setting == "tbar":  # the default variant, repair-preserving, also uses clean target-class images
+        assert result.triggered_images_used == 12 and result.clean_images_used == 8
         assert result.vector is not None and result.details["scale"] > 0
+        assert result.finetune_steps == 4  # two fine-tunings (repair, target-class) of two steps
     if setting == "tbar-mixed":
         assert (result.triggered_images_used, result.clean_images_used) == (6, 6)
-    if setting == "tbar-decree":
-        assert result.clean_images_used == 24 and "decree_pl1" in result.details
+    if setting in ("tbar-decree", "tbar-auto"):
+        assert result.details["detection_images"] == 16 and result.details["flagged"] in (True, False)
+        assert result.details["detector"] in DETECTORS
+        assert "decree_value" in result.details
     if setting == "tsbd":
         assert result.details["reinitialised_weights"] > 0 and 1 <= result.details["unlearn_steps"] <= 3
         assert result.finetune_steps == result.details["unlearn_steps"] + 2

@@ -244,7 +244,9 @@ def test_gate_and_hub_errors_are_one_line_with_their_exit_codes(sanitized_dir, f
     with pytest.raises(SafetyGateError) as gate:
         push_sanitized_model(sanitized_dir, PushConfig(repo_id=REPO_ID, token=TOKEN, endpoint=fake_hub.url))
     assert isinstance(gate.value, HfTbarError) and isinstance(gate.value, RuntimeError)
-    assert gate.value.exit_code == 3 and len(gate.value.failures) == 2
+    # ASR too high, CA retention too low, and CA 10% on 2 classes is below chance
+    assert gate.value.exit_code == 3 and len(gate.value.failures) == 3
+    assert "near chance (50.0% with 2 classes)" in gate.value.failures[2]
     assert "\n" not in str(gate.value) and "; ".join(gate.value.failures) in str(gate.value)
 
     error = HubPushError("first line\nsecond line\n", repo_id=REPO_ID, step="commit")

@@ -11,8 +11,9 @@ from PIL import Image as PILImage
 from helpers import MICRO, write_imagefolder
 from hf_tbar import BackdoorUnlearner, BadNets, TaskSpec, TBARConfig
 from hf_tbar.cli import main
+from hf_tbar.detection import DETECTORS
 from hf_tbar.detection.decree import image_encoder
-from hf_tbar.errors import InputError, ModelLoadError
+from hf_tbar.errors import InputError, ModelAtChanceError, ModelLoadError
 from hf_tbar.hub.staging import check_clip_checkpoint
 from hf_tbar.loading import load_model
 from hf_tbar.models import MODEL_FAMILIES, ModelFamily, family_of, get_model_family, register_model_family
@@ -144,9 +145,22 @@ def test_siglip_through_unlearn_scan_arithmetic_and_push(siglip_folder, tmp_path
     assert main([*push, "--force"]) == 0
     assert (staged / "model.safetensors").is_file() and (staged / "README.md").is_file()
     scan = ["scan", "--model", str(siglip_folder), "--dataset_name", str(data), "--split", "train"]
-    scan += ["--num_images", "6", "--steps", "3", "--batch_size", "4", "--templates", TASK.templates[0]]
-    assert main([*scan, "--output_dir", str(tmp_path / "scan")]) in (0, 7)
-    assert json.loads((tmp_path / "scan" / "decree_scan.json").read_text())["model"]["name"] == "my-siglip"
+    scan += [
+        "--num_images",
+        "6",
+        "--detection_steps",
+        "3",
+        "--batch_size",
+        "4",
+        "--templates",
+        TASK.templates[0],
+    ]
+    assert (
+        main([*scan, "--output_dir", str(tmp_path / "scan")]) == ModelAtChanceError.exit_code
+    )  # random weights
+    assert main([*scan, "--output_dir", str(tmp_path / "scan"), "--force"]) == 0
+    scanned = json.loads((tmp_path / "scan" / "scan_report.json").read_text())
+    assert scanned["model"]["name"] == "my-siglip" and len(scanned["findings"]) == len(DETECTORS)
     negated = tmp_path / "negated"
     arithmetic = ["arithmetic", "--base", str(siglip_folder), "--finetuned", str(out), "--scale", "0.0"]
     assert main([*arithmetic, "--output_dir", str(negated), "--no_progress"]) == 0

@@ -40,7 +40,9 @@ def test_a_real_run_round_trips_exactly(badnets_scenario, tmp_path):
         sc.backdoored_path, task=sc.task, config=TBARConfig(steps=3, unlearning_set_size=64)
     )
     search = ScaleSearchConfig(ca_threshold=0.9, max_scale=1.0)
-    result = unlearner.unlearn(sc.trigger, sc.target, sc.train[0], sc.validation, sc.test, search=search)
+    result = unlearner.unlearn(
+        sc.trigger, sc.target, sc.train[0], sc.validation, sc.test, clean_labels=sc.train[1], search=search
+    )
     extra = {"dataset": "digits", "dataset_config": None, "data": {"dataset": "digits"}, "note": "kept"}
     out = unlearner.save_pretrained(tmp_path / "sanitized", result, force=True, **extra)
 
@@ -63,10 +65,18 @@ def test_an_old_report_without_schema_version_loads_as_version_1():
     assert report.schema_version == 1 and report.task.classnames[0] == "zero"
     assert report.model_type == "clip"  # reports from before model families are CLIP's
     written = {key: value for key, value in report.to_dict().items() if key != "model_type"}
+    counts = {"num_triggered": None, "num_target": None}  # the image counts of the confidence bounds
     later = {  # the keys of schema version 2, which this report predates
         "command": None,
         "recipe": {**stored["recipe"], "preserve_set_size": None},
         "selection": {**stored["selection"], "max_scale": None},
+        "before": {**stored["before"], **counts},
+        "after": {**stored["after"], **counts},
+        "chance_accuracy": None,
+        "sweep": [
+            {**point, "clean_count": None, "triggered_count": None, "target_count": None}
+            for point in stored["sweep"]
+        ],
     }
     assert written == {"schema_version": 1, **stored, **later}  # every key kept, in its place
     assert report.ca_retention == stored["ca_retention"]

@@ -4,7 +4,6 @@ an inverted trigger is a file in the folder, named by the report, never an inlin
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import shlex
 from pathlib import Path
@@ -17,7 +16,7 @@ from helpers import MICRO
 from hf_tbar.cli import main, parse_command
 from hf_tbar.cli.verify import report_trigger
 from hf_tbar.data.examples import write_example_folder
-from hf_tbar.detection import DecreeConfig, InvertedTrigger
+from hf_tbar.detection import InvertedTrigger
 from hf_tbar.detection.inverted import INVERTED_TRIGGER_FILE
 from hf_tbar.errors import InputError
 from hf_tbar.hub import PushConfig, build_model_card, load_report, prepare_push_folder
@@ -97,14 +96,12 @@ def test_an_automatic_run_keeps_its_trigger_in_a_file_and_reruns_detection(input
     import hf_tbar.cli.common as common
     import hf_tbar.cli.unlearn as unlearn
 
-    # any inverted trigger is flagged, so three DECREE steps on a random micro CLIP end in an unlearning run
-    flag_all = functools.partial(DecreeConfig, cosine_threshold=-0.99, detection_threshold=1.0, batch_size=8)
-    monkeypatch.setattr(common, "DecreeConfig", flag_all)
     runs = []
     monkeypatch.setattr(unlearn, "run_tbar", lambda *args: runs.append(common.run_tbar(*args)) or runs[-1])
     argv = ["--model", "path/to/my-clip", "--dataset_name", "path/to/colours", "--templates", TEMPLATE]
-    argv += ["--trigger", "auto", "--decree_steps", "3", "--steps", "2", "--unlearning_set_size", "8"]
-    argv += ["--ca_threshold", "0.3", "--target_threshold", "0.01", "--force"]
+    argv += ["--trigger", "auto", "--detectors", "decree", "--decree_steps", "3", "--steps", "2"]
+    # --force: a random micro CLIP is at chance, and nothing flags it; its inverted trigger is unlearned anyway
+    argv += ["--unlearning_set_size", "8", "--ca_threshold", "0.3", "--target_threshold", "0.01", "--force"]
     assert main(["unlearn", *argv, "--output_dir", "sanitized"]) == 0
     folder = inputs / "sanitized"
 
@@ -112,7 +109,7 @@ def test_an_automatic_run_keeps_its_trigger_in_a_file_and_reruns_detection(input
     assert reproduced[reproduced.index("--trigger") + 1] == "auto" and "--attack_params" not in reproduced
     assert_same_arguments(argv, reproduced)
     card, report_text = (folder / "README.md").read_text(), (folder / "tbar_report.json").read_text()
-    assert len(card) < 20_000 and '"mask"' not in report_text and "mask" not in card
+    assert len(card) < 20_000 and '"mask":' not in report_text and "[[" not in card  # no inline tensor
     report = load_report(folder)
     assert report.trigger["file_name"] == INVERTED_TRIGGER_FILE and (folder / INVERTED_TRIGGER_FILE).is_file()
     assert f"]({INVERTED_TRIGGER_FILE})" in card
@@ -128,9 +125,7 @@ def test_an_automatic_run_keeps_its_trigger_in_a_file_and_reruns_detection(input
 def _inline_report(trigger: InvertedTrigger) -> dict:
     """A version-1 report of an unknown-trigger run: the inverted mask and pattern inline."""
     report = make_report("me/clip", trigger_source="decree", schema_version=1)
-    report["selection"]["target_threshold"] = (
-        0.8  # a None threshold needs --target_threshold none (issue #21 item 4)
-    )
+    report["selection"]["target_threshold"] = None  # written --target_threshold none
     return {**report, "trigger": trigger.to_dict()}
 
 
@@ -140,7 +135,7 @@ def test_an_old_report_with_an_inline_mask_still_reads_and_its_card_says_auto(tm
     assert report_trigger(report, str(tmp_path)) == trigger  # rebuilt from the inline lists
     line = reproduce_command(report)
     assert "mask" not in line and len(line) < 1000
-    args, _, _ = parse_command("unlearn", shlex.split(line)[2:])
+    args, *_ = parse_command("unlearn", shlex.split(line)[2:])
     assert args.trigger == "auto" and args.model == "me/clip" and args.target is None  # estimated again
 
 
@@ -151,11 +146,11 @@ def test_a_report_without_a_recorded_command_gets_a_line_that_parses():
     payload["selection"] = {"ca_threshold": 0.9, "target_threshold": 0.5, "max_scale": 2.0}
     report = TBARReport.from_dict(payload)
     line = reproduce_command(report)
-    args, data, config = parse_command("unlearn", shlex.split(line)[2:])
+    args, data, config, search, _ = parse_command("unlearn", shlex.split(line)[2:])
     assert args.model == "path/to/backdoored" and data.dataset_name == "path/to/path-free-name"
     assert args.trigger == "image-patch" and args.trigger_image == "path/to/sticker.png"
     assert json.loads(args.attack_params) == {"sha256": "ab" * 32, "size": 4}
-    assert (args.ca_threshold, args.target_threshold, args.max_scale) == (0.9, 0.5, 2.0)
+    assert (search.ca_threshold, search.target_threshold, search.max_scale) == (0.9, 0.5, 2.0)
     assert (data.data_seed, args.target, config.steps) == (2, "0", 30)
     assert "rebuilt from the report" in build_model_card(report).text
     free_form = {**payload, "data": {"unlearning_set": "captioned world (image-caption pairs)"}}

@@ -35,10 +35,66 @@ def test_target_constraint_and_ties_prefer_accuracy():
     assert selection.scale <= 1.0 + 1e-9
 
 
-def test_no_feasible_scale_raises_with_the_sweep():
-    with pytest.raises(NoFeasibleScaleError, match="the sweep was") as info:
+def test_no_feasible_scale_raises_with_the_sweep_as_a_table_beside_a_one_line_message():
+    with pytest.raises(NoFeasibleScaleError, match="the sweep is above") as info:
         search_scale(lambda s: (0.9 if s == 0 else 0.1, 1.0, None))
-    assert len(info.value.sweep) >= 3
+    assert len(info.value.sweep) >= 3 and "\n" not in str(info.value)
+    table = info.value.details.splitlines()
+    assert table[0].split() == ["scale", "CA", "ASR", "target", "n", "feasible"]
+    assert len(table) == 1 + len(info.value.sweep) and table[1].split()[0] == "0.000"
+
+
+def test_the_cli_prints_the_sweep_on_its_own_lines_above_the_error(capsys):
+    from hf_tbar.cli import run_command
+
+    def refuse(*args):
+        search_scale(lambda s: (0.9 if s == 0 else 0.1, 1.0, None))
+
+    import hf_tbar.cli.unlearn as unlearn
+
+    original = unlearn.run
+    unlearn.run = refuse
+    try:
+        assert run_command("unlearn", []) == NoFeasibleScaleError.exit_code
+    finally:
+        unlearn.run = original
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].split()[:2] == ["scale", "CA"] and err[-1].startswith(
+        "hf-tbar unlearn: error: no scale > 0"
+    )
+    assert len(err) >= 5  # the header, one row per scale, then the one error line
+
+
+def counted(ca_correct: int, total: int, asr: float = 0.0, target=None, target_total=None):
+    """A measurement with its image counts, as BackdoorUnlearner.select_scale returns it."""
+    return ca_correct / total, asr, target, total, total, target_total
+
+
+def test_on_a_small_validation_set_one_image_does_not_decide_feasibility():
+    """96 images at 13.5% CA (13 right): a scale that gets 12 right is not shown to lose 5% of CA."""
+
+    def evaluate(scale):
+        return counted(13, 96, asr=0.9) if scale == 0 else counted(12, 96, asr=0.1)
+
+    with pytest.raises(NoFeasibleScaleError):  # point estimates: 12.5% < 0.95 x 13.5%, refused
+        search_scale(evaluate, ScaleSearchConfig(target_threshold=None, confidence=None))
+    chosen = search_scale(evaluate, ScaleSearchConfig(target_threshold=None))
+    assert chosen.scale > 0 and chosen.best.clean_count == 96
+
+    def much_worse(scale):  # a large drop is refused even with the bounds
+        return counted(900, 1000, asr=0.9) if scale == 0 else counted(700, 1000, asr=0.0)
+
+    with pytest.raises(NoFeasibleScaleError):
+        search_scale(much_worse, ScaleSearchConfig(target_threshold=None))
+
+
+def test_the_target_class_bound_uses_the_target_class_count():
+    def evaluate(scale):  # 10 target-class images: 6 of 10 right is not shown to be below 0.8 x 100%
+        return counted(95, 100, 0.0, 1.0, 10) if scale == 0 else counted(94, 100, 0.0, 0.6, 10)
+
+    assert search_scale(evaluate).scale > 0
+    with pytest.raises(NoFeasibleScaleError):
+        search_scale(evaluate, ScaleSearchConfig(confidence=None))
 
 
 def test_config_is_validated():

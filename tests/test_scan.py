@@ -1,7 +1,9 @@
 """``hf-tbar scan`` on your own data, and how far its verdict can be trusted (the thresholds' calibration).
 
 A micro CLIP and a tiny imagefolder (3 colours x 6 squares of 40x40 px) are written by the tests; the datasets
-cache is redirected to a temporary folder. Every scan runs a handful of DECREE steps (a second or two).
+cache is redirected to a temporary folder. Every scan runs a handful of inversion steps (a second or two). The
+micro CLIP is random, so it is at chance on the colours: the scans pass ``--force`` (the refusal itself is
+tested below).
 """
 
 from __future__ import annotations
@@ -13,26 +15,20 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image as PILImage
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from helpers import MICRO, write_imagefolder
 from hf_tbar.cli import main, parse_command
 from hf_tbar.cli import scan as scan_cli
 from hf_tbar.data.arguments import DEFAULT_TEMPLATES
-from hf_tbar.detection import (
-    UNCALIBRATED_NOTE,
-    DecreeConfig,
-    calibration_for,
-    invert_trigger,
-    is_embedded_tiny_clip,
-)
-from hf_tbar.errors import ConfigError, DataError
+from hf_tbar.detection import UNCALIBRATED_NOTE, DecreeConfig, calibration_for, invert_trigger
+from hf_tbar.detection.calibration import RECIPE_FILE
+from hf_tbar.errors import ConfigError, DataError, ModelAtChanceError
 from hf_tbar.tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 210)}
 CLASSNAMES = ("blue", "green", "red")  # imagefolder sorts the class folders
 CORPUS = [*COLOURS, *DEFAULT_TEMPLATES]
-FAST = ["--steps", "4", "--batch_size", "4", "--early_stop_patience", "2"]
+FAST = ["--detection_steps", "4", "--batch_size", "4", "--early_stop_patience", "2", "--force"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +63,7 @@ def scan_argv(model: Path, folder: Path, *extra: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ the scan
 
 
-def test_scan_uses_the_dataset_and_marks_an_uncalibrated_verdict(
+def test_scan_uses_the_dataset_and_says_what_each_detector_measured(
     micro_folder, image_folder, tmp_path, capsys
 ):
     out = tmp_path / "scan"
@@ -76,44 +72,52 @@ def test_scan_uses_the_dataset_and_marks_an_uncalibrated_verdict(
     printed = capsys.readouterr().out
     text = (out / scan_cli.REPORT_FILE).read_text()
     report = json.loads(text)
-    assert (out / scan_cli.PICTURE_FILE).stat().st_size > 0
 
     # the dataset's classes, split and a seeded random subset of it; names only, no local paths
-    assert report["target"]["class_name"] in CLASSNAMES and len(report["target"]["shares"]) == 3
     assert report["dataset"]["dataset"] == "colour_squares" and report["dataset"]["source"] == "imagefolder"
     assert report["split"] == "train" and report["dataset"]["splits"]["train"]["rows"] == 12
     assert report["num_images"] == 8 and report["rows"] == scan_cli.choose_rows(12, 8, seed=0)
     assert report["model"] == {"kind": "local", "name": "micro-clip"}
+    assert report["chance_accuracy"] == pytest.approx(1 / 3) and 0 <= report["clean_accuracy"] <= 1
     for folder in (tmp_path, image_folder.parent, micro_folder.parent):
         assert str(folder) not in text
 
-    # default thresholds on a model they were not calibrated on: said in words, in the report and the CLI
-    assert report["calibration"] == report["decree"]["calibration"] == "uncalibrated"
-    assert report["verdict"].endswith("(uncalibrated)") and report["calibration_note"] == UNCALIBRATED_NOTE
-    assert f"verdict: {report['verdict']} - PL1" in printed
-    assert "calibrated on hf_tbar's embedded tiny CLIP only" in printed and "indicative" in printed
-    assert repr(report["target"]["class_name"]) in printed
+    # one finding per detector, each with its statistic, threshold and the threshold's source
+    names = [f["detector"] for f in report["findings"]]
+    assert names == ["class-patch", "class-perturbation", "decree"]
+    for found in report["findings"]:
+        assert found["threshold_source"] and found["num_images"] == 8 and found["target_name"] in CLASSNAMES
+        assert (out / found["trigger_file"]).stat().st_size > 0
+    decree = report["findings"][2]
+    # DECREE's default threshold on a model it was never calibrated on: it does not count, and says so
+    assert not decree["counts"] and "uncalibrated" in decree["threshold_source"]
+    assert report["verdict"] in ("backdoored", "not flagged") and printed.count("\n  ") >= 3
+    assert f"verdict: {report['verdict']}" in printed and "indicative only" in printed
 
 
 def test_scan_defaults_to_the_validation_split_and_caps_at_its_size(micro_folder, image_folder):
-    args, data_args, config = parse_command("scan", scan_argv(micro_folder, image_folder)[1:])
-    assert (args.split, args.num_images, data_args.data_seed) == ("validation", 256, 0)
-    result, estimate, report = scan_cli.scan(args, data_args, config)
+    args, data_args, detection, decree = parse_command("scan", scan_argv(micro_folder, image_folder)[1:])
+    assert (args.split, detection.detection_images, data_args.data_seed) == ("validation", 256, 0)
+    verdict, report = scan_cli.scan(args, data_args, detection, decree)
     carved = report["dataset"]["splits"]["validation"]
     assert carved["carved_from_train"] and report["num_images"] == carved["rows"] == 3
-    assert report["rows"] == [0, 1, 2] and 0 <= estimate.target < 3
-    assert result.verdict == report["verdict"] and result.calibration == "uncalibrated"
+    assert report["rows"] == [0, 1, 2] and verdict.to_dict()["findings"] == report["findings"]
 
 
-def test_explicit_thresholds_make_a_user_calibrated_verdict(micro_folder, image_folder, capsys):
+def test_a_model_at_chance_is_refused_before_any_detection(micro_folder, image_folder, tmp_path, capsys):
+    argv = [a for a in scan_argv(micro_folder, image_folder, "--split", "train") if a != "--force"]
+    out = tmp_path / "scan"
+    assert main([*argv, "--output_dir", str(out)]) == ModelAtChanceError.exit_code
+    error = capsys.readouterr().err
+    assert "near chance (33.3% with 3 classes)" in error and "--classnames" in error
+    assert not out.exists()
+
+
+def test_explicit_decree_thresholds_make_it_count(micro_folder, image_folder, capsys):
     argv = scan_argv(micro_folder, image_folder, "--split", "train", "--num_images", "6")
-    assert main([*argv, "--detection_threshold", "0.5"]) == 0
+    assert main([*argv, "--detectors", "decree", "--detection_threshold", "0.5"]) == 0
     printed = capsys.readouterr().out
-    assert (
-        "thresholds calibration: user" in printed
-        and "(uncalibrated)" not in printed
-        and "note:" not in printed
-    )
+    assert "set by the user" in printed and "indicative only" not in printed
 
 
 def test_rows_are_a_seeded_random_subset():
@@ -126,19 +130,16 @@ def test_rows_are_a_seeded_random_subset():
 # ----------------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "needle"), [({"split": "dev"}, "'dev'"), ({"num_images": 1}, "num_images")]
-)
-def test_bad_arguments_name_the_value(kwargs, needle):
-    with pytest.raises(ConfigError, match=needle):
-        scan_cli.ScanArguments(model="x", **kwargs)
+def test_bad_arguments_name_the_value():
+    with pytest.raises(ConfigError, match="'dev'"):
+        scan_cli.ScanArguments(model="x", split="dev")
 
 
 @pytest.mark.parametrize(
     ("extra", "code", "needles"),
     [
         (["--split", "dev"], 2, ["'dev'"]),
-        (["--num_images", "1"], 2, ["num_images"]),
+        (["--num_images", "1"], 2, ["detection_images"]),
         (["--max_eval_samples", "1"], DataError.exit_code, ["'validation'", "1 image", "at least 2"]),
     ],
 )
@@ -158,31 +159,25 @@ def test_a_missing_dataset_is_named(micro_folder, tmp_path, capsys):
 # ------------------------------------------------------------------------------------- calibration
 
 
-def test_the_embedded_tiny_clip_is_recognised_by_its_architecture(embedded_shape_clip):
-    assert is_embedded_tiny_clip(embedded_shape_clip[0])
-    assert not is_embedded_tiny_clip(build_tiny_clip(MICRO, CORPUS)[0])
-    assert not is_embedded_tiny_clip(build_tiny_clip(TinyCLIPConfig(image_size=64), CORPUS)[0])
-    tiny = TinyCLIPConfig()
-    vision = CLIPVisionConfig(
-        image_size=tiny.image_size,
-        patch_size=tiny.patch_size,
-        hidden_size=tiny.vision_width,
-        intermediate_size=4 * tiny.vision_width,
-        num_hidden_layers=tiny.vision_layers,
-        num_attention_heads=tiny.vision_heads,
-        projection_dim=tiny.projection_dim,
-    )
-    assert is_embedded_tiny_clip(CLIPVisionModelWithProjection(vision))
-    vision.projection_dim = 32
-    assert not is_embedded_tiny_clip(CLIPVisionModelWithProjection(vision))
-    text = CLIPTextModel(
-        CLIPTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    )
-    assert not is_embedded_tiny_clip(text)
-
-
-def test_calibration_of_each_threshold_source(embedded_shape_clip):
+def test_the_embedded_calibration_is_recognised_by_recipe_not_architecture(embedded_shape_clip, tmp_path):
+    """A model of the embedded tiny CLIP's exact shape is not the embedded model: only its recipe file says so."""
     model, processor = embedded_shape_clip
+    default = DecreeConfig()
+    assert calibration_for(model, default) == "uncalibrated"  # same architecture, no recipe: another model
+    folder = tmp_path / "embedded"
+    model.save_pretrained(folder)
+    (folder / RECIPE_FILE).write_text(json.dumps({"recipe": {"kind": "pretrain", "world": "digits@32"}}))
+    model.config._name_or_path = str(folder)
+    assert calibration_for(model, default) == "embedded-tiny-clip"
+    (folder / RECIPE_FILE).write_text(json.dumps({"recipe": {"kind": "pretrain", "world": "letters@48"}}))
+    assert calibration_for(model, default) == "uncalibrated"
+
+
+def test_calibration_of_each_threshold_source(embedded_shape_clip, tmp_path):
+    model, processor = embedded_shape_clip
+    model.save_pretrained(tmp_path / "embedded")
+    (tmp_path / "embedded" / RECIPE_FILE).write_text(json.dumps({"recipe": {"world": "digits@32"}}))
+    model.config._name_or_path = str(tmp_path / "embedded")
     micro = build_tiny_clip(MICRO, CORPUS)[0]
     default, paper, user = DecreeConfig(), DecreeConfig.paper(), DecreeConfig(detection_threshold=0.02)
     assert (default.cosine_threshold, default.detection_threshold) == (0.6, 0.01)  # resolved as before

@@ -20,7 +20,12 @@ from hf_tbar.training.checkpoints import describe_run
 
 def test_tbar_config_is_a_finetune_config_with_its_own_defaults_and_round_trips_through_json():
     config = TBARConfig(mode="lora", bf16=True, report_to="none")
-    assert isinstance(config, FinetuneConfig) and (config.steps, config.batch_size) == (30, 32)
+    assert isinstance(config, FinetuneConfig) and (config.steps, config.batch_size) == (200, 32)
+    assert (config.plateau_window, config.plateau_tolerance, config.variant) == (
+        20,
+        0.03,
+        "repair-preserving",
+    )
     assert config.learning_rate == 1e-3 and config.mixed_precision == "bf16" and config.report_to == []
     assert TBARConfig(**json.loads(json.dumps(asdict(config)))) == config
     plain = config.finetune_config(steps=5)
@@ -29,7 +34,7 @@ def test_tbar_config_is_a_finetune_config_with_its_own_defaults_and_round_trips_
 
 def test_the_cli_takes_the_training_arguments_names():
     argv = ["--max_steps", "3", "--per_device_train_batch_size", "4", "--save_total_limit", "2", "--fp16"]
-    _, _, config = parse_command("unlearn", [*argv, "--save_steps", "7", "--mode", "lora"])
+    _, _, config, *_ = parse_command("unlearn", [*argv, "--save_steps", "7", "--mode", "lora"])
     assert (config.steps, config.batch_size, config.keep_checkpoints, config.checkpoint_steps) == (3, 4, 2, 7)
     assert config.mixed_precision == "fp16" and config.mode == "lora"
     with pytest.raises(SystemExit):  # a Literal choice: argparse refuses another value
@@ -100,3 +105,21 @@ def test_a_tracker_that_is_not_installed_is_named_and_logging_does_not_change_th
     one = describe_run(FinetuneConfig(logging_steps=1), module, data, 1)
     other = describe_run(FinetuneConfig(logging_steps=7, report_to=["tensorboard"]), module, data, 1)
     assert one == other and describe_run(FinetuneConfig(seed=1), module, data, 1) != one
+
+
+def test_fine_tuning_stops_once_the_loss_plateaus_and_not_before():
+    from hf_tbar.training.loop import plateaued
+
+    # pure rule: two windows of 3 steps; a fall of 10% continues, 1% stops, a tiny loss stops
+    assert not plateaued([1.0, 1.0, 1.0, 0.9, 0.9, 0.9], window=3, tolerance=0.05, min_loss=0.0)
+    assert plateaued([1.0, 1.0, 1.0, 0.99, 0.99, 0.99], window=3, tolerance=0.05, min_loss=0.0)
+    assert plateaued([0.5, 0.5, 0.5, 0.004, 0.004, 0.004], window=3, tolerance=0.05, min_loss=0.01)
+    assert not plateaued([0.1] * 5, window=3, tolerance=0.05, min_loss=0.0)  # fewer than two windows
+    assert not plateaued([0.1] * 50, window=0, tolerance=0.05, min_loss=0.0)  # 0: off
+
+    settings = {"steps": 150, "batch_size": 16, "learning_rate": 0.5, "report_to": []}
+    stopped = _train(FinetuneConfig(**settings, plateau_window=5))
+    assert 10 <= len(stopped) < 150 and plateaued(stopped, 5, 0.05, 0.01)
+    assert len(_train(FinetuneConfig(**settings))) == 150  # the default of a plain FinetuneConfig: every step
+    # a stopped run is the same run as far as it went
+    assert _train(FinetuneConfig(**settings))[: len(stopped)] == stopped

@@ -66,10 +66,18 @@ def test_gradient_checkpointing_fits_the_same_vector(micro_clip, mode, monkeypat
     assert not unlearner.model.vision_model.encoder.gradient_checkpointing
 
 
-def test_release_memory_runs_on_any_c_library():
+def test_release_memory_gives_freed_heap_back_on_glibc_and_is_a_no_op_elsewhere(monkeypatch):
+    import ctypes.util
+    import platform
+
     from hf_tbar.memory import release_memory
 
-    assert release_memory() in (True, False)
+    if platform.libc_ver()[0] == "glibc":
+        chunks = [bytes(4096) + bytes([i % 256]) for i in range(20_000)]  # ~80 MiB of small heap blocks
+        del chunks
+        assert release_memory() is True  # malloc_trim released the freed pages
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)  # a C library without malloc_trim
+    assert release_memory() is False
 
 
 def test_fine_tuning_is_reproducible_for_a_seed(micro_clip):
@@ -141,7 +149,13 @@ def test_push_to_hub_dry_run_writes_the_card_without_network(badnets_scenario, t
         sc.backdoored_path, task=sc.task, config=TBARConfig(steps=10, unlearning_set_size=100)
     )
     result = unlearner.unlearn(
-        sc.trigger, sc.target, sc.train[0], sc.validation, sc.test, search=ScaleSearchConfig(ca_threshold=0.9)
+        sc.trigger,
+        sc.target,
+        sc.train[0],
+        sc.validation,
+        sc.test,
+        clean_labels=sc.train[1],
+        search=ScaleSearchConfig(ca_threshold=0.9),
     )
     unlearner.push_to_hub("me/clip-clean", result, dry_run_dir=tmp_path / "staged", force=True)
     files = {p.name for p in (tmp_path / "staged").iterdir()}
@@ -153,19 +167,27 @@ def test_unknown_trigger_runs_decree_then_tbar_or_refuses_when_not_flagged(micro
     from hf_tbar.detection import InvertedTrigger
     from hf_tbar.results import NoBackdoorDetectedError
 
-    unlearner = _unlearner(micro_clip, learning_rate=1e-2)
+    unlearner = _unlearner(micro_clip, learning_rate=1e-2, variant="plain")
     torch.manual_seed(0)
-    clean, validation = torch.rand(24, 3, 32, 32), (torch.rand(12, 3, 32, 32), torch.randint(0, 3, (12,)))
+    clean, images = torch.rand(24, 3, 32, 32), torch.rand(12, 3, 32, 32)
+    # labels the micro model agrees with: it "solves" this task, so the run gets past the chance check
+    agreed = (images, unlearner.classifier().predict(images))
     never = DecreeConfig(steps=5, batch_size=8, detection_threshold=1e-12)  # nothing is ever flagged
-    with pytest.raises(NoBackdoorDetectedError, match="did not flag") as info:
-        unlearner.unlearn("auto", None, clean, validation, decree=never)
-    assert info.value.detection.num_images == 24
-    search = ScaleSearchConfig(ca_threshold=0.01, grid_points=2, bisection_steps=0)
+    with pytest.raises(NoBackdoorDetectedError, match="no detector flagged the model") as info:
+        unlearner.unlearn("auto", None, clean, agreed, decree=never)  # a DecreeConfig: DECREE alone
+    validation = (images, torch.arange(12) % 3)  # at chance: only with force=True
+    (finding,) = info.value.detection.findings
+    assert finding.detector == "decree" and finding.num_images == 24 and "decree: PL1" in info.value.details
+    search = ScaleSearchConfig(ca_threshold=0.01, target_threshold=None, grid_points=2, bisection_steps=0)
     result = unlearner.unlearn("auto", None, clean, validation, decree=never, force=True, search=search)
-    assert isinstance(result.trigger, InvertedTrigger) and result.trigger is result.detection.decree.trigger
-    assert result.target == result.detection.target.target and "detection_s" in result.timings
+    assert (
+        isinstance(result.trigger, InvertedTrigger) and result.trigger is result.detection.findings[0].trigger
+    )
+    assert result.target == result.detection.target and "detection_s" in result.timings
     kept = unlearner.unlearn("auto", 2, clean, validation, decree=never, force=True, search=search)
     assert kept.target == 2  # a given target wins over the estimate
+    again = unlearner.unlearn(result.detection, None, clean, validation, force=True, search=search)
+    assert again.trigger is result.trigger and "detection_s" not in again.timings  # a verdict found before
     with pytest.raises(ValueError, match="'magic'"):
         unlearner.unlearn("magic", 0, clean, validation)
     with pytest.raises(ValueError, match="target is required"):
@@ -201,7 +223,7 @@ def test_repair_set_keeps_true_labels_of_the_same_draw_and_variants_fit_only_wha
 
     unlearner = _unlearner(micro_clip, variant="repair")
     with pytest.raises(ValueError, match="clean_labels"):
-        unlearner.unlearn(BadNets(), 1, pixels, (pixels, labels))
+        unlearner.unlearn(BadNets(), 1, pixels, (pixels, labels), force=True)
     with pytest.raises(ValueError, match="20 clean images but 3 labels"):
         unlearner.fit_repair_vector(BadNets(), pixels, labels[:3])
 
@@ -214,7 +236,7 @@ def test_example_configs_parse_and_bad_trigger_modes_are_named(name):
     from hf_tbar.cli.common import UnlearnArguments
 
     example = Path(__file__).resolve().parent.parent / "examples" / name
-    args, data_args, config = parse_command("unlearn", ["--config", str(example)])
+    args, data_args, config, *_ = parse_command("unlearn", ["--config", str(example)])
     assert config.variant == "repair-preserving" and args.trigger in ("known", "auto", "badnets")
     assert data_args.dataset_name == ("./my_photos" if name == "your_data.yaml" else "digits")
     assert parse_command("unlearn", ["--config", str(example), "--mode", "lora"])[2].mode == "lora"

@@ -13,12 +13,13 @@ from transformers import CLIPModel
 
 from helpers import MICRO
 from helpers import write_imagefolder as write_folder
-from hf_tbar import BackdoorUnlearner, BadNets, TaskSpec, TBARConfig
+from hf_tbar import BackdoorUnlearner, BadNets, ScaleSearchConfig, TaskSpec, TBARConfig
 from hf_tbar.cli import main
 from hf_tbar.data import DataArguments, load_task_data
 from hf_tbar.data.images import DatasetImages
-from hf_tbar.errors import DataError, InputError
+from hf_tbar.errors import DataError, InputError, ModelAtChanceError
 from hf_tbar.evaluation import evaluate_classifier
+from hf_tbar.hub.gate import SafetyGateError
 from hf_tbar.tiny_clip import build_tiny_clip, save_clip
 
 CLASSES = ("red", "green", "blue")
@@ -123,17 +124,20 @@ def test_python_api_on_a_dataset_and_the_save_gate(tmp_path, user_model):
         split: DatasetImages(getattr(data, split), unlearner.processor, data.image_column, data.label_column)
         for split in ("train", "validation", "test")
     }
-    result = unlearner.unlearn(
-        BadNets(patch_size=4), "green", images["train"], images["validation"], images["test"]
-    )
+    splits = (images["train"], images["validation"], images["test"])
+    with pytest.raises(ModelAtChanceError, match="near chance"):  # a random micro model: refused before work
+        unlearner.unlearn(BadNets(patch_size=4), "green", *splits)
+    loose = ScaleSearchConfig(ca_threshold=0.01, target_threshold=None)  # any positive scale is feasible
+    result = unlearner.unlearn(BadNets(patch_size=4), "green", *splits, search=loose, force=True)
     assert data.task.classnames[result.target] == "green" and result.after.num_examples == len(data.test)
     before = unlearner.model.vision_model.embeddings.patch_embedding.weight
     after = result.model.vision_model.embeddings.patch_embedding.weight
-    assert not torch.equal(before, after) or result.selection.scale == 0
-    if result.warnings:  # a random micro model fails the gate: save_pretrained refuses it, force saves it
-        with pytest.raises(Exception, match="refusing to save"):
-            unlearner.save_pretrained(tmp_path / "out", result)
-        assert not (tmp_path / "out").exists()
+    assert result.selection.scale > 0 and not torch.equal(before, after)
+    # the sanitized model is at chance too: the gate says so, save_pretrained refuses it, force saves it
+    assert any("near chance" in warning for warning in result.warnings)
+    with pytest.raises(SafetyGateError, match="near chance"):
+        unlearner.save_pretrained(tmp_path / "out", result)
+    assert not (tmp_path / "out").exists()
     unlearner.save_pretrained(tmp_path / "out", result, force=True, data=data.provenance)
     assert json.loads((tmp_path / "out" / "tbar_report.json").read_text())["data"]["dataset"] == "shots"
 
@@ -242,6 +246,7 @@ def test_the_readme_python_example_runs(tmp_path, user_model, monkeypatch):
         '"./my_photos"': repr(str(photos)),
         '"cat"': '"blue"',
         "max_eval_samples=2000)": f"max_eval_samples=2000, templates={TEMPLATE!r})",
+        "train, val, test)": "train, val, test, force=True)",  # a random model is at chance
         '"sanitized-clip", result,': f"{str(tmp_path / 'out')!r}, result, force=True,",  # a random model fails the gate
         '"sanitized-clip/tbar_report.json"': repr(str(tmp_path / "out" / "tbar_report.json")),
     }

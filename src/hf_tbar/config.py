@@ -21,10 +21,10 @@ class TBARConfig(FinetuneConfig):
     The vision tower is fine-tuned on triggered images labelled with the attack's target; the text
     tower and the zero-shot head stay frozen. The optimisation and checkpointing fields are
     :class:`~hf_tbar.training.FinetuneConfig`'s, with TBAR's defaults: batches of 32 images until the loss
-    plateaus (windows of 10 steps), at most 200 steps per fine-tuning; the learning rate depends on ``mode``.
-    A fixed count that suits one model does not suit another (the embedded digits converge in ~20 steps, a
-    64 px model of another image family needed ~100), so the loss decides. ``plateau_window=0`` runs exactly
-    ``steps`` (the seed paper's recipe is ``variant="plain", steps=30, plateau_window=0``).
+    plateaus (two windows of 20 steps whose means differ by less than 3%, or a mean below 0.01), at most 200
+    steps per fine-tuning; the learning rate depends on ``mode``. A fixed count that suits one model does not
+    suit another, so the loss decides. ``plateau_window=0`` runs exactly ``steps`` (the seed paper's recipe is
+    ``variant="plain", steps=30, plateau_window=0``).
     """
 
     steps: int = field(
@@ -36,10 +36,16 @@ class TBARConfig(FinetuneConfig):
         },
     )
     plateau_window: int = field(
-        default=10,
+        default=20,
         metadata={
             "help": "Stop a fine-tuning once the mean loss of the last plateau_window steps fell by less than "
             "plateau_tolerance (relative) from the window before, or below plateau_min_loss. 0: run every step."
+        },
+    )
+    plateau_tolerance: float = field(
+        default=0.03,
+        metadata={
+            "help": "Relative fall of the windowed mean loss below which the loss counts as plateaued."
         },
     )
     batch_size: int = field(

@@ -1,4 +1,4 @@
-"""Evaluating, selecting the scale and detecting with DECREE: the read-only half of BackdoorUnlearner.
+"""Evaluating, selecting the scale and detecting: the read-only half of BackdoorUnlearner.
 
 :class:`Evaluating` is a mixin of :class:`~hf_tbar.BackdoorUnlearner` (it uses ``model``, ``processor``,
 ``config``, ``classifier``, ``resolve_target`` and ``_images``). Every pass streams its images batch by batch.
@@ -13,9 +13,9 @@ import torch
 from transformers import CLIPModel
 
 from .attacks.base import Trigger
-from .detection import DecreeConfig, estimate_target, invert_trigger
+from .detection import DecreeConfig, DetectionConfig, ScanVerdict, detect
+from .errors import DataError
 from .evaluation import EvalResult, evaluate_classifier
-from .results import Detection
 from .scale_search import ScaleSearchConfig, ScaleSelection, format_sweep, search_scale
 from .task_vector import TaskVector
 from .vector_fitting import Images
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 class Evaluating:
-    """CA/ASR evaluation, the scale search and DECREE detection (mixin of ``BackdoorUnlearner``)."""
+    """CA/ASR evaluation, the scale search and detection (mixin of ``BackdoorUnlearner``)."""
 
     def evaluate(
         self,
@@ -75,6 +75,11 @@ class Evaluating:
                     state[name].copy_(tensor)
             vector.apply_to(work, -scale, in_place=True)
             result = self.evaluate(pixels, labels, trigger, target, model=work, triggered=triggered)
+            if result.attack_success_rate is None:
+                raise DataError(
+                    f"the validation images hold no image outside the target class {target} "
+                    f"({self.task.classnames[target]!r}): the attack success rate cannot be measured on them"
+                )
             return (
                 result.clean_accuracy,
                 result.attack_success_rate,
@@ -96,26 +101,24 @@ class Evaluating:
         return selection
 
     def detect(
-        self, clean_pixels: Images, config: DecreeConfig | None = None, num_images: int = 256
-    ) -> Detection:
-        """Unknown trigger: invert one with DECREE on up to ``num_images`` clean images (a seeded random
-        subset; only those are decoded), give the verdict, and estimate the target class it drives to.
+        self,
+        clean_pixels: Images,
+        config: DetectionConfig | None = None,
+        decree: DecreeConfig | None = None,
+    ) -> ScanVerdict:
+        """Judge the model with the detectors of ``config`` on up to ``config.detection_images`` clean images (a
+        seeded random subset; only those are decoded, with their labels when the images carry them).
 
         Raises:
             DataError: fewer than two clean images, or images of the wrong size for the model.
         """
-        config = config or DecreeConfig(seed=self.config.seed)
+        config = config or DetectionConfig(detection_seed=self.config.seed)
         pool = self._images(clean_pixels, "clean images")
-        generator = torch.Generator().manual_seed(config.seed)
-        order = torch.randperm(len(pool), generator=generator)[:num_images]
-        chosen, _ = pool.select(order.tolist()).tensors()
-        decree = invert_trigger(self.model, self.processor, chosen, config)
-        estimate = estimate_target(self.classifier(), chosen, decree.trigger)
-        logger.info(
-            "DECREE: PL1 %.4f -> %s; estimated target %d (%.0f%% of stamped images)",
-            decree.pl1,
-            "backdoored" if decree.is_backdoored else "not flagged",
-            estimate.target,
-            100 * estimate.flip_share,
+        if len(pool) < 2:
+            raise DataError(f"detection needs at least 2 clean images, got {len(pool)}")
+        generator = torch.Generator().manual_seed(config.detection_seed)
+        order = torch.randperm(len(pool), generator=generator)[: config.detection_images]
+        chosen, labels = pool.select(order.tolist()).tensors()
+        return detect(
+            self.model, self.processor, self.classifier(), self.task, chosen, labels, config, decree
         )
-        return Detection(decree=decree, target=estimate, num_images=len(chosen))

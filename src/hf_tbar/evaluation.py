@@ -146,6 +146,7 @@ def evaluate_model(
     trigger: Trigger | None = None,
     target: int | None = None,
     batch_size: int = EVAL_BATCH_SIZE,
+    triggered: ImageSet | None = None,
 ) -> EvalResult:
     """:func:`evaluate_classifier` of a CLIP model through the zero-shot head of *its own* text tower.
 
@@ -159,10 +160,11 @@ def evaluate_model(
         pixels: Clean ``[0, 1]`` images ``(N, 3, H, W)``; labels ``(N,)``.
         trigger: Stamped on the non-target images to measure ASR.
         target: The attack's target class.
+        triggered: Or images already carrying the trigger: ASR is their share classified as ``target``.
     """
     head = build_zero_shot_head(model, processor.tokenizer, task)
     classifier = ZeroShotClassifier.from_processor(model, head, processor).to(head.device)
-    return evaluate_classifier(classifier, pixels, labels, trigger, target, batch_size)
+    return evaluate_classifier(classifier, pixels, labels, trigger, target, batch_size, triggered=triggered)
 
 
 def chance_message(result: EvalResult, num_classes: int, what: str = "the model") -> str:

@@ -68,7 +68,7 @@ def build_report(unlearner, result, **extra) -> TBARReport:
     if trigger is None:
         trigger_source = "found"  # poisoned images found as they are: no trigger object
     else:
-        trigger_source = "decree" if result.detection is not None else "known"
+        trigger_source = "inverted" if result.detection is not None else "known"
     payload = {
         "schema_version": SCHEMA_VERSION,
         "hf_tbar_version": package_versions()["hf_tbar"],

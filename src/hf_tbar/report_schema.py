@@ -45,6 +45,8 @@ __all__ = [
 REPORT_FILE = "tbar_report.json"
 #: The schema version this hf_tbar writes, and the newest it reads.
 SCHEMA_VERSION = 2
+#: ``trigger_source`` values of a reverse-engineered trigger (``"decree"``: reports of hf_tbar <= schema 2).
+INVERTED_SOURCES = ("inverted", "decree")
 #: Keys written for the reader's convenience and recomputed on reading (never trusted from the file).
 DERIVED_KEYS = ("ca_retention",)
 
@@ -130,8 +132,10 @@ class TBARReport:
         target_class: Class index the backdoor drove images to.
         trigger: The removed trigger's public description (``None``: poisoned images used as found).
         image_size: Model input ``[height, width]`` in pixels.
-        trigger_source: ``"known"``, ``"decree"`` (reverse-engineered) or ``"found"`` (poisoned images).
-        detection: DECREE's findings when the trigger was unknown.
+        trigger_source: ``"known"``, ``"inverted"`` (reverse-engineered by a detector; ``"decree"`` in reports
+            written before the other detectors) or ``"found"`` (poisoned images).
+        detection: The detectors' verdict when the trigger was unknown
+            (:meth:`hf_tbar.detection.ScanVerdict.to_dict`; DECREE's findings alone in older reports).
         scale: The chosen negation scale alpha (dimensionless).
         sweep: The validation metrics of every scale evaluated.
         evaluation_split: The split ``before`` and ``after`` were measured on.
@@ -173,6 +177,12 @@ class TBARReport:
     data: dict[str, Any] | None = None
     command: RunCommand | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def inverted_trigger(self) -> bool:
+        """Whether the removed trigger was reverse-engineered (the attack was unknown): ASR and the gate then
+        measured the inverted trigger, not the attacker's."""
+        return self.trigger_source in INVERTED_SOURCES
 
     @property
     def ca_retention(self) -> float | None:

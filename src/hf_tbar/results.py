@@ -8,7 +8,7 @@ from transformers import CLIPModel
 
 from .attacks.base import Trigger
 from .config import TBARConfig
-from .detection import DecreeResult, TargetEstimate
+from .detection import ScanVerdict
 from .errors import HfTbarError
 from .evaluation import EvalResult
 from .metrics import ca_retention
@@ -16,33 +16,19 @@ from .scale_search import ScaleSelection
 from .task_vector import TaskVector
 
 
-@dataclass
-class Detection:
-    """What DECREE found when the trigger was unknown: the inverted trigger and the class it drives to."""
-
-    decree: DecreeResult
-    target: TargetEstimate
-    num_images: int
-
-    def to_dict(self) -> dict:
-        return {
-            "decree": self.decree.to_dict(),
-            "target_estimate": self.target.to_dict(),
-            "num_images": self.num_images,
-        }
-
-
 class NoBackdoorDetectedError(HfTbarError, ValueError):
-    """DECREE did not flag the model, so an unknown-trigger run has nothing to remove."""
+    """No detector that counts flagged the model, so an unknown-trigger run has nothing to remove. The message
+    is one line; ``details`` holds every detector's finding (the CLI prints it above the error line)."""
 
     exit_code = 7
 
-    def __init__(self, detection: Detection) -> None:
-        self.detection = detection
+    def __init__(self, verdict: ScanVerdict) -> None:
+        self.detection = verdict
+        self.details = verdict.summary()
+        ran = ", ".join(f.detector for f in verdict.findings)
         super().__init__(
-            f"DECREE did not flag the model: PL1 {detection.decree.pl1:.4f} is not below the threshold "
-            f"{detection.decree.threshold} (similarity {detection.decree.similarity:.3f}). Nothing to remove; "
-            "pass the trigger explicitly if you know it, or force=True to unlearn the inverted trigger anyway."
+            f"no detector flagged the model ({ran}; the findings are above). Nothing to remove; pass the trigger "
+            "explicitly if you know it, or force=True (--force) to unlearn the inverted trigger anyway."
         )
 
 
@@ -65,7 +51,7 @@ class UnlearningResult:
     config: TBARConfig
     unlearning_set_size: int
     timings: dict[str, float] = field(default_factory=dict)
-    detection: Detection | None = None
+    detection: ScanVerdict | None = None
     data: dict = field(default_factory=dict)
     losses: dict[str, list[float]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

@@ -26,7 +26,7 @@ from .data.embedded import TaskSpec
 from .data.images import ImageSet
 from .data.pixels import image_size_of
 from .data.task_data import resolve_target
-from .detection import DecreeConfig
+from .detection import DecreeConfig, DetectionConfig, ScanVerdict
 from .errors import ConfigError, DataError, ModelLoadError
 from .evaluating import Evaluating
 from .evaluation import ensure_solves_task
@@ -34,7 +34,7 @@ from .io import refuse_overlap
 from .models import ModelFamily, family_of
 from .multi import MultiUnlearning
 from .publishing import Publishing
-from .results import Detection, NoBackdoorDetectedError, UnlearningResult, run_warnings
+from .results import NoBackdoorDetectedError, UnlearningResult, run_warnings
 from .scale_search import ScaleSearchConfig
 from .task_vector import TaskVector
 from .tiny_clip import load_clip
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "AUTO_TRIGGER",
     "BackdoorUnlearner",
-    "Detection",
+    "ScanVerdict",
     "NoBackdoorDetectedError",
     "UnlearningResult",
     "make_unlearning_set",
@@ -183,14 +183,14 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
     # ------------------------------------------------------------------ end to end
     def unlearn(
         self,
-        trigger: Trigger | str | None,
+        trigger: Trigger | ScanVerdict | str | None,
         target: int | str | None,
         clean_pixels: Images | None,
         validation: Images | tuple,
         test: Images | tuple | None = None,
         clean_labels: torch.Tensor | None = None,
         search: ScaleSearchConfig | None = None,
-        decree: DecreeConfig | None = None,
+        decree: DetectionConfig | DecreeConfig | None = None,
         force: bool = False,
         poisoned: Images | None = None,
         clean_captions: Sequence[str] | None = None,
@@ -198,8 +198,10 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
         """Run TBAR: fit the trigger vector, apply the variant, select the scale, verify.
 
         Args:
-            trigger: The known trigger; ``"auto"`` when it is unknown (DECREE inverts one from
-                ``clean_pixels``, see :meth:`detect`); or ``None`` with ``poisoned`` images found as they are.
+            trigger: The known trigger; ``"auto"`` when it is unknown (the detectors invert one from
+                ``clean_pixels``, see :meth:`detect`); a :class:`~hf_tbar.detection.ScanVerdict` already found
+                (its winning detector's trigger and class are unlearned); or ``None`` with ``poisoned`` images
+                found as they are.
             target: The attack's target class, an index or a class name; with ``"auto"`` it may be ``None``.
             clean_pixels: Clean images to build the unlearning set from: ``[0, 1]`` pixels ``(N, 3, H, W)``
                 (labels in ``clean_labels``), an image set, or a ``datasets.Dataset`` (decoded per batch).
@@ -207,7 +209,9 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
             test: Held-out images for the before/after verification (default: validation).
             clean_labels: Labels of ``clean_pixels`` when they are a tensor (variants need them).
             search: Scale-search constraints.
-            decree: DECREE settings for ``trigger="auto"``.
+            decree: With ``trigger="auto"``: the detection settings (:class:`~hf_tbar.detection.DetectionConfig`:
+                which detectors, how many images, their budget), or DECREE's settings alone (a
+                :class:`~hf_tbar.detection.DecreeConfig`, as before the other detectors existed: DECREE alone).
             force: Go on past the checks that would stop the run: a model whose clean validation accuracy is
                 near chance (:func:`~hf_tbar.evaluation.ensure_solves_task`), and, with ``trigger="auto"``, a
                 model no detector flags (its inverted trigger is unlearned anyway).
@@ -220,7 +224,8 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
         Raises:
             ModelAtChanceError: the model's clean validation accuracy is near chance (unless ``force``): checked
                 before any work.
-            NoBackdoorDetectedError: ``trigger="auto"`` and DECREE did not flag the model (unless ``force``).
+            NoBackdoorDetectedError: ``trigger="auto"`` and no detector that counts flagged the model (unless
+                ``force``).
             NoFeasibleScaleError: no scale keeps the accuracy constraints.
             DataError / ConfigError: unusable images, labels, target or variant (naming them).
         """
@@ -228,11 +233,7 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
         detection, found = None, None
         self.fit_losses = {}
         clean = self._clean_set(clean_pixels, clean_labels, clean_captions)
-        start = time.perf_counter()
-        solves = self.evaluate(validation)  # clean accuracy only: does the model solve this task at all?
-        timings["task_check_s"] = time.perf_counter() - start
-        if not force:
-            ensure_solves_task(solves, self.task.num_classes)
+        # The arguments first (cheap, and a mistake there says more than a verdict on the model would)...
         if trigger is None:
             if poisoned is None:
                 raise ConfigError("give a trigger, trigger='auto', or poisoned images found as they are")
@@ -241,25 +242,42 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
                     f"variant {self.config.variant!r} stamps the trigger on clean images, which needs the "
                     "trigger itself: with found poisoned images use 'plain' or 'target-preserving'"
                 )
+        elif isinstance(trigger, str) and trigger != AUTO_TRIGGER:
+            raise ConfigError(f"trigger must be a Trigger object or {AUTO_TRIGGER!r}, got {trigger!r}")
+        elif clean is None and not isinstance(trigger, ScanVerdict):
+            raise DataError(
+                "trigger='auto' needs clean images to invert a trigger from"
+                if isinstance(trigger, str)
+                else "a known trigger needs clean images to be stamped on (clean_pixels)"
+            )
+        if isinstance(trigger, Trigger) or trigger is None:
+            if target is None:
+                raise ConfigError("target is required when the trigger is known")
+            target = self.resolve_target(target)
+            self._check_trigger_fits(trigger)
+        # ... then whether the model solves the task at all, before any fine-tuning or detection.
+        start = time.perf_counter()
+        solves = self.evaluate(validation)  # clean accuracy only
+        timings["task_check_s"] = time.perf_counter() - start
+        if not force:
+            ensure_solves_task(solves, self.task.num_classes)
+        if trigger is None:
             found = split_found_images(self._images(poisoned, "poisoned images"), seed=self.config.seed)
-        elif isinstance(trigger, str):
-            if trigger != AUTO_TRIGGER:
-                raise ConfigError(f"trigger must be a Trigger object or {AUTO_TRIGGER!r}, got {trigger!r}")
-            if clean is None:
-                raise DataError("trigger='auto' needs clean images to invert a trigger from")
-            start = time.perf_counter()
-            detection = self.detect(clean, decree)
-            timings["detection_s"] = time.perf_counter() - start
-            if not detection.decree.is_backdoored and not force:
+        elif not isinstance(trigger, Trigger):  # "auto", or a verdict already found
+            detection = trigger
+            if isinstance(trigger, str):
+                start = time.perf_counter()
+                if isinstance(decree, DecreeConfig):  # DECREE alone, as before the other detectors
+                    decree_only = DetectionConfig(detectors=["decree"], detection_seed=decree.seed)
+                    detection = self.detect(clean, decree_only, decree)
+                else:
+                    detection = self.detect(clean, decree)
+                timings["detection_s"] = time.perf_counter() - start
+            if detection.winner is None or not (detection.is_backdoored or force):
                 raise NoBackdoorDetectedError(detection)
-            trigger = detection.decree.trigger
-            target = detection.target.target if target is None else target
-        elif clean is None:
-            raise DataError("a known trigger needs clean images to be stamped on (clean_pixels)")
-        if target is None:
-            raise ConfigError("target is required when the trigger is known")
-        target = self.resolve_target(target)
-        self._check_trigger_fits(trigger)
+            trigger = detection.trigger
+            target = self.resolve_target(detection.target if target is None else target)
+            self._check_trigger_fits(trigger)
 
         fits = self.vector_fits(trigger, target, clean, found)
         start = time.perf_counter()

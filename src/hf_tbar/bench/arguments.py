@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 
 from ..attacks.base import TRIGGERS
 from ..defenses import get_defense
+from ..config import TBARConfig
 from ..errors import ConfigError
 from ..variants import VARIANTS
 
 __all__ = ["DEFAULT_ATTACKS", "DEFAULT_DEFENSES", "BenchArguments"]
 
 DEFAULT_ATTACKS = ["badnets", "blended", "wanet", "sig"]
-DEFAULT_DEFENSES = ["tbar", "tbar-decree", "clean-finetune", "cleanclip", "tsbd"]
+DEFAULT_DEFENSES = ["tbar", "tbar-auto", "clean-finetune", "cleanclip", "tsbd"]
 
 
 @dataclass
@@ -51,7 +52,10 @@ class BenchArguments:
         },
     )
     tbar_variant: str = field(
-        default="plain", metadata={"help": "TBAR variant: plain (the seed paper) or another."}
+        default=TBARConfig.variant,
+        metadata={
+            "help": "TBAR variant: TBARConfig's default (repair-preserving), plain (the seed paper)..."
+        },
     )
     steps: int | None = field(
         default=None,
@@ -59,6 +63,12 @@ class BenchArguments:
     )
     decree_steps: int | None = field(
         default=None, metadata={"help": "Override DECREE's maximum inversion steps; None: its default."}
+    )
+    force: bool = field(
+        default=False,
+        metadata={
+            "help": "TBAR goes on with a model whose clean accuracy is near chance (tests on random models)."
+        },
     )
     output_dir: str = field(default="outputs/bench", metadata={"help": "Folder of the tables and the plot."})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})

@@ -22,6 +22,7 @@ import torch
 
 from ..defenses import DefenseData, DefenseResult, TBARDefenseConfig, get_defense
 from ..embedded import EmbeddedScenario, embedded_scenario
+from ..errors import ModelAtChanceError
 from ..evaluation import EvalResult, evaluate_model
 from ..metrics import ca_retention
 from ..scale_search import NoFeasibleScaleError
@@ -42,6 +43,7 @@ class BenchRun:
     steps: int | None
     decree_steps: int | None
     tbar_variant: str
+    force: bool = False
 
 
 def _takes_clean_share(name: str) -> bool:
@@ -153,7 +155,13 @@ def benchmark_attack(
                 )
                 for share in args.clean_shares if _takes_clean_share(name) else [None]:
                     run = BenchRun(
-                        seed, len(labels), share or 0.0, args.steps, args.decree_steps, args.tbar_variant
+                        seed,
+                        len(labels),
+                        share or 0.0,
+                        args.steps,
+                        args.decree_steps,
+                        args.tbar_variant,
+                        args.force,
                     )
                     config = defense.config_class.for_run(run)
                     logger.info(
@@ -161,11 +169,14 @@ def benchmark_attack(
                     )
                     try:
                         result = defense(model, data, config)
-                    except NoFeasibleScaleError as err:
+                    except (NoFeasibleScaleError, ModelAtChanceError) as err:
                         logger.warning("%s on %s: %s", name, attack, str(err).splitlines()[0])
-                        rows.append(
-                            _row(attack, name, run, share, None, before, None, status="no feasible scale")
+                        status = (
+                            "no feasible scale"
+                            if isinstance(err, NoFeasibleScaleError)
+                            else "model at chance"
                         )
+                        rows.append(_row(attack, name, run, share, None, before, None, status=status))
                         emit(rows[-1])
                         continue
                     scale = result.details.get("scale")

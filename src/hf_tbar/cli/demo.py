@@ -42,6 +42,12 @@ class DemoArguments:
             "always replaced."
         },
     )
+    force: bool = field(
+        default=False,
+        metadata={
+            "help": "Go on past the refusals (a model at chance, the safety gate), as unlearn's --force."
+        },
+    )
 
 
 DATACLASSES = (DemoArguments,)
@@ -55,7 +61,10 @@ def run(demo: DemoArguments) -> int:
     start = time.perf_counter()
     earlier_demo = (Path(demo.output_dir) / REPORT_FILE).is_file()
     args = UnlearnArguments(
-        output_dir=demo.output_dir, attack=demo.attack, overwrite=demo.overwrite or earlier_demo
+        output_dir=demo.output_dir,
+        attack=demo.attack,
+        overwrite=demo.overwrite or earlier_demo,
+        force=demo.force,
     )
     done = run_tbar(args, DataArguments(), TBARConfig(variant=demo.variant, mode=demo.mode))
     result, scenario, test = done.result, done.embedded, done.data.test

@@ -21,8 +21,6 @@ logger = logging.getLogger(__name__)
 
 #: The defender's captioned clean pairs (TBAR draws its 300 triggered images from them).
 CLEAN_PAIRS = 1000
-#: Trigger fine-tuning steps in this world.
-STEPS = 100
 
 
 def run_captions(demo) -> int:
@@ -30,9 +28,7 @@ def run_captions(demo) -> int:
     first use: about 10 minutes on 2 CPU cores)."""
     start = time.perf_counter()
     scenario = captioned_scenario(demo.attack, train_size=CLEAN_PAIRS)
-    # 100 steps, not TBAR's default 30: the repair vector of the default variant needs them in this world
-    # (python benchmarks/caption_embedded.py --attacks badnets blended).
-    config = TBARConfig(variant=demo.variant, mode=demo.mode, steps=STEPS)
+    config = TBARConfig(variant=demo.variant, mode=demo.mode)  # fine-tuning until the loss plateaus
     unlearner = BackdoorUnlearner(scenario.backdoored_path, task=scenario.task, config=config)
     result = unlearner.unlearn(
         scenario.trigger,
@@ -42,6 +38,7 @@ def run_captions(demo) -> int:
         clean_captions=scenario.train_captions,
         validation=scenario.validation,
         test=scenario.test,
+        force=demo.force,
     )
     clean_model, processor = load_model(scenario.clean_path)
     clean = evaluate_model(
@@ -61,7 +58,7 @@ def run_captions(demo) -> int:
     overwrite = demo.overwrite or (Path(demo.output_dir) / REPORT_FILE).is_file()
     data = {"unlearning_set": "captioned world (image-caption pairs)", "objective": "contrastive"}
     unlearner.save_pretrained(
-        demo.output_dir, result, overwrite=overwrite, dataset="embedded-captions", data=data
+        demo.output_dir, result, overwrite=overwrite, force=demo.force, dataset="embedded-captions", data=data
     )
     retention = "n/a" if result.ca_retention is None else f"{100 * result.ca_retention:.1f}%"
     print(  # noqa: T201

@@ -7,10 +7,10 @@ Examples::
         --repo_id me/clip-clean --dry_run_dir to-push                                          # known trigger
     hf-tbar sanitize --attack badnets --repo_id me/tiny-clean --dry_run_dir to-push             # embedded model
 
-With ``--trigger auto`` (the default) DECREE scans the model first and nothing is unlearned unless it flags
+With ``--trigger auto`` (the default) the detectors scan the model first and nothing is unlearned unless they flag
 it; with a trigger given the scan is skipped. The last line says which stage stopped and why, and the exit
-status says the same: 7 not flagged (scan), 8 no feasible scale (unlearn), 3 gate refused (verify), 4 push
-failed (push), 2/5/6 bad arguments, input or output (prepare).
+status says the same: 5 model at chance (check), 7 not flagged (scan), 8 no feasible scale (unlearn), 3 gate
+refused (verify), 4 push failed (push), 2/5/6 bad arguments, input or output (prepare).
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ from dataclasses import dataclass, field
 from ..config import TBARConfig
 from ..data.arguments import DataArguments
 from ..data.caption_data import CaptionDataArguments
-from ..errors import ConfigError, HfTbarError
+from ..detection import DetectionConfig
+from ..errors import ConfigError, HfTbarError, ModelAtChanceError
 from ..hub import PushConfig, push_sanitized_model
 from ..hub.gate import SafetyGateError
 from ..hub.remote import HubPushError
 from ..io import check_output_dir
 from ..results import NoBackdoorDetectedError
 from ..scale_search import NoFeasibleScaleError, ScaleSearchConfig
-from .common import UnlearnArguments, run_tbar
+from .common import UnlearnArguments, outcome_summary, run_tbar
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ HELP = "Scan, unlearn when flagged (or when the trigger is given), verify, write
 
 #: Which stage an error stopped, by its type (anything else stopped the preparation: arguments, inputs).
 STAGES: tuple[tuple[type[BaseException], str, str], ...] = (
+    (ModelAtChanceError, "check", "model at chance"),
     (NoBackdoorDetectedError, "scan", "not flagged"),
     (NoFeasibleScaleError, "unlearn", "no feasible scale"),
     (SafetyGateError, "verify", "gate refused"),
@@ -48,6 +50,7 @@ class StageError(HfTbarError):
 
     def __init__(self, stage: str, why: str, cause: BaseException) -> None:
         self.exit_code = getattr(cause, "exit_code", HfTbarError.exit_code)
+        self.details = getattr(cause, "details", None)  # e.g. the detectors' findings, printed above the line
         self.stage = stage
         super().__init__(f"stopped at {stage} ({why}): {cause}")
 
@@ -59,7 +62,7 @@ class SanitizeArguments(UnlearnArguments):
     trigger: str = field(
         default="auto",
         metadata={
-            "help": "'auto' (default): scan with DECREE and unlearn the inverted trigger only if flagged; a "
+            "help": "'auto' (default): scan with the detectors and unlearn the inverted trigger only if flagged; a "
             "trigger name (badnets, blended, ...) or 'known' (the --attack trigger): skip the scan."
         },
     )
@@ -83,11 +86,7 @@ class SanitizeArguments(UnlearnArguments):
             raise ConfigError("--dry_run_dir needs --repo_id (the card and the commit are written for it)")
 
 
-DATACLASSES = (SanitizeArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig)
-
-
-def _pct(share: float | None) -> str:
-    return "n/a" if share is None else f"{100 * share:.1f}%"
+DATACLASSES = (SanitizeArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig, DetectionConfig)
 
 
 def _stage(error: BaseException) -> tuple[str, str]:
@@ -98,19 +97,24 @@ def _stage(error: BaseException) -> tuple[str, str]:
 
 
 def run(
-    args: SanitizeArguments, data_args: DataArguments, config: TBARConfig, search: ScaleSearchConfig
+    args: SanitizeArguments,
+    data_args: DataArguments,
+    config: TBARConfig,
+    search: ScaleSearchConfig,
+    detection: DetectionConfig,
 ) -> int:
     """Run the stages in order; the first that fails ends the command with a line naming it."""
     if args.dry_run_dir is not None:  # refused before minutes of work, not after them
         check_output_dir(args.dry_run_dir, [p for p in (args.model, args.output_dir) if p], overwrite=False)
     try:
-        done = run_tbar(args, data_args, config, search)
+        done = run_tbar(args, data_args, config, search, detection)
         result = done.result
-        summary = (
-            f"ASR {_pct(result.before.attack_success_rate)} -> {_pct(result.after.attack_success_rate)}, "
-            f"CA {_pct(result.before.clean_accuracy)} -> {_pct(result.after.clean_accuracy)}"
+        summary = outcome_summary(result, done.data.task.num_classes)
+        scanned = (
+            f"flagged by {result.detection.winner.detector} (target class {result.target}), "
+            if result.detection is not None and result.detection.winner is not None
+            else "trigger given, "
         )
-        scanned = "flagged by DECREE, " if result.detection is not None else "trigger given, "
         if args.repo_id is None:
             print(f"hf-tbar sanitize: done: {scanned}{summary}; saved to {args.output_dir} (no --repo_id)")  # noqa: T201
             return 0
@@ -123,7 +127,7 @@ def run(
             endpoint=args.endpoint,
         )
         pushed = push_sanitized_model(args.output_dir, push, dry_run_dir=args.dry_run_dir)
-    except (NoBackdoorDetectedError, NoFeasibleScaleError, SafetyGateError, HubPushError) as error:
+    except tuple(kind for kind, _, _ in STAGES) as error:
         stage, why = _stage(error)
         raise StageError(stage, why, error) from error
     where = (

@@ -16,26 +16,29 @@ from __future__ import annotations
 
 from ..config import TBARConfig
 from ..data.caption_data import CaptionDataArguments
+from ..detection import DetectionConfig
 from ..scale_search import ScaleSearchConfig
-from .common import UnlearnArguments, format_table, run_tbar
+from .common import UnlearnArguments, format_table, outcome_summary, run_tbar
 
 HELP = "Remove a backdoor with TBAR (known, image or found trigger, or --trigger auto) and save a CLIPModel folder."
-DATACLASSES = (UnlearnArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig)
+DATACLASSES = (UnlearnArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig, DetectionConfig)
 
 
 def run(
-    args: UnlearnArguments, data_args: CaptionDataArguments, config: TBARConfig, search: ScaleSearchConfig
+    args: UnlearnArguments,
+    data_args: CaptionDataArguments,
+    config: TBARConfig,
+    search: ScaleSearchConfig,
+    detection: DetectionConfig,
 ) -> int:
-    done = run_tbar(args, data_args, config, search)
+    done = run_tbar(args, data_args, config, search, detection)
     result, unlearner = done.result, done.unlearner
     rows = [("backdoored", result.before), (f"TBAR (scale {result.selection.scale:.2f})", result.after)]
     if result.detection is not None:
-        decree = result.detection.decree
-        print(  # noqa: T201 - console output of the CLI itself
-            f"DECREE: PL1 {decree.pl1:.4f} (threshold {decree.threshold}) -> {decree.verdict}; estimated target "
-            f"{result.target} ({100 * result.detection.target.flip_share:.0f}% of stamped images). ASR below "
-            "is for the inverted trigger."
-        )
+        print(result.detection.summary())  # noqa: T201 - console output of the CLI itself
+        print(
+            "ASR below is the inverted trigger's, not the attacker's: measure the real one with hf-tbar verify."
+        )  # noqa: T201
         if done.embedded is not None:  # the embedded attack's real trigger is known: verify against it too
             real = done.embedded.trigger
             for name, model in (("backdoored", None), ("TBAR", result.model)):
@@ -44,6 +47,5 @@ def run(
     if result.trigger is None:
         print("ASR: share of held-out found poisoned images classified as the target.")  # noqa: T201
     print(format_table(rows))  # noqa: T201
-    retention = "n/a" if result.ca_retention is None else f"{100 * result.ca_retention:.1f}%"
-    print(f"CA retention {retention}; sanitized model in {args.output_dir}")  # noqa: T201
+    print(f"{outcome_summary(result, done.data.task.num_classes)}; sanitized model in {args.output_dir}")  # noqa: T201
     return 0

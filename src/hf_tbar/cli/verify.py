@@ -22,16 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from datasets import Dataset
+
 from ..attacks import Trigger, trigger_from_dict
 from ..data import DataArguments, DatasetImages, TaskData, dataset_to_tensors, load_task_data
 from ..data.embedded import TaskSpec
+from ..data.loader import load_image_folder
+from ..data.task_data import resolve_target
 from ..errors import ConfigError, DataError, InputError
 from ..evaluation import EvalResult, evaluate_model
 from ..hub.gate import REPORT_NAME, load_report
 from ..loading import load_clip
 from ..rebound import ReboundConfig, rebound
 from ..report_schema import TBARReport
-from .common import format_table
+from .common import TriggerArguments, format_table
 from .scan import choose_rows
 
 logger = logging.getLogger(__name__)
@@ -60,13 +64,6 @@ class VerifyArguments:
         default=None,
         metadata={"help": "Folder or Hub id of the backdoored model: the same rows for it, for comparison."},
     )
-    trigger_image: str | None = field(
-        default=None,
-        metadata={
-            "help": "The trigger's image file, for an image-patch or blend-image trigger (the report keeps "
-            "only its file name and sha256, which is checked)."
-        },
-    )
     split: Split = field(
         default="test", metadata={"help": "Split of the dataset (--dataset_name) CA and ASR are measured on."}
     )
@@ -78,7 +75,33 @@ class VerifyArguments:
             raise ConfigError(f"split must be one of {list(SPLITS)}, got {self.split!r}")
 
 
-DATACLASSES = (VerifyArguments, DataArguments, ReboundConfig)
+@dataclass
+class RealTriggerArguments(TriggerArguments):
+    """The trigger to measure ASR with: by default the one the report records; or the real trigger, given later
+    (after an automatic run, whose report holds the inverted one)."""
+
+    trigger: str | None = field(
+        default=None,
+        metadata={
+            "help": "The real trigger's name (badnets, blended, wanet, sig, image-patch, blend-image), with "
+            "--attack_params; default: the trigger the report records."
+        },
+    )
+    trigger_image: str | None = field(
+        default=None,
+        metadata={
+            "help": "The trigger's image file: of the recorded image trigger (the report keeps only its file name "
+            "and sha256, which is checked), or with --trigger image-patch / blend-image a real one."
+        },
+    )
+    target: str | None = field(
+        default=None,
+        metadata={"help": "The real attack's target class (index or name); default: the report's."},
+    )
+    image_means_patch = False
+
+
+DATACLASSES = (VerifyArguments, RealTriggerArguments, DataArguments, ReboundConfig)
 
 
 def report_trigger(report: TBARReport, folder: str, trigger_image: str | None = None) -> Trigger:
@@ -135,17 +158,24 @@ def check_model(
     data: TaskData,
     data_args: DataArguments,
     task: TaskSpec,
-    trigger: Trigger,
+    trigger: Trigger | None,
     target: int,
     config: ReboundConfig,
+    found: Dataset | None = None,
 ) -> list[tuple[str, EvalResult]]:
-    """Rows ``(label, CA / ASR)`` of one model: as loaded, and after each rebound run (``args.rebound``)."""
+    """Rows ``(label, CA / ASR)`` of one model: as loaded, and after each rebound run (``args.rebound``); with
+    ``found`` images carrying the trigger, ASR is their share classified as ``target``."""
     model, processor = load_clip(model_path)
     test = DatasetImages(
         getattr(data, args.split), processor, data.image_column, data.label_column, f"{args.split} images"
     )
     if not args.rebound:
-        return [(name, evaluate_model(model, processor, task, test, None, trigger, target))]
+        triggered = (
+            DatasetImages(found, processor, "image", None, "poisoned images") if found is not None else None
+        )
+        return [
+            (name, evaluate_model(model, processor, task, test, None, trigger, target, triggered=triggered))
+        ]
     rows = choose_rows(len(data.train), config.clean_images, data_args.data_seed)
     clean_pixels, clean_labels = dataset_to_tensors(
         data.train.select(rows), processor, data.image_column, data.label_column
@@ -154,24 +184,54 @@ def check_model(
     return result.rows(name)
 
 
-def run(args: VerifyArguments, data_args: DataArguments, config: ReboundConfig) -> int:
-    """Read the report, rebuild the trigger, print CA / ASR of each model (and after each rebound run)."""
+def measured_trigger(
+    report: TBARReport, folder: str, real: RealTriggerArguments
+) -> tuple[Trigger | None, str]:
+    """The trigger ASR is measured with and what it is, in words: the real one given later (``--trigger``), found
+    images (``--poisoned_images``: no trigger object), or the one the report records."""
+    if real.poisoned_images is not None:
+        if real.trigger is not None:
+            raise ConfigError(
+                "give the real trigger (--trigger) or images carrying it (--poisoned_images), not both"
+            )
+        return None, f"poisoned images found in {Path(real.poisoned_images).name!r} (the real trigger)"
+    if real.trigger is not None:
+        trigger = real.build()
+        return trigger, f"the real trigger {trigger.describe()}, given now"
+    trigger = report_trigger(report, folder, real.trigger_image)
+    what = "the inverted trigger the report records" if report.inverted_trigger else "the report's trigger"
+    return trigger, f"{what}, {trigger.describe()}"
+
+
+def run(
+    args: VerifyArguments, real: RealTriggerArguments, data_args: DataArguments, config: ReboundConfig
+) -> int:
+    """Read the report, rebuild (or take) the trigger, print CA / ASR of each model (and after each rebound run)."""
     report = load_report(args.sanitized_dir)  # InputError naming the folder when it has no report
-    trigger = report_trigger(report, args.sanitized_dir, args.trigger_image)
-    if report.trigger_source == "decree":
-        logger.warning("the report's trigger was reverse-engineered by DECREE: ASR is measured with it")
+    trigger, what = measured_trigger(report, args.sanitized_dir, real)
+    if trigger is None and args.rebound:
+        raise ConfigError("--rebound stamps a trigger on clean images: give --trigger, not --poisoned_images")
+    if report.inverted_trigger and real.trigger is None and real.poisoned_images is None:
+        logger.warning(
+            "the report's trigger was reverse-engineered by a detector: ASR is measured with it; pass the real "
+            "trigger (--trigger, --trigger_image or --poisoned_images) to measure that"
+        )
     data = load_task_data(data_args)
     task = report_task(report, data, args.sanitized_dir)
-    target = task.check_label(report.target_class, "the report's target_class")
+    if real.target is not None:
+        target = resolve_target(task, real.target)
+    else:
+        target = task.check_label(report.target_class, "the report's target_class")
     models = [("sanitized", args.sanitized_dir)]
     if args.backdoored_model is not None:
         models.insert(0, ("backdoored", args.backdoored_model))
+    found = load_image_folder(real.poisoned_images) if real.poisoned_images is not None else None
     rows = []
     for name, path in models:
-        rows += check_model(name, path, args, data, data_args, task, trigger, target, config)
+        rows += check_model(name, path, args, data, data_args, task, trigger, target, config, found)
     lines = [
-        f"trigger {trigger.describe()}, target class {target} ({task.classnames[target]!r}), "
-        f"{args.split} split of {data.provenance['dataset']!r}"
+        f"ASR of {what}; target class {target} ({task.classnames[target]!r}), {args.split} split of "
+        f"{data.provenance['dataset']!r}"
     ]
     if args.rebound:
         n, k = min(config.clean_images, len(data.train)), config.poisoned_samples

@@ -4,7 +4,8 @@
 :class:`DefenseData` it may use and its own config dataclass, and returns a :class:`DefenseResult`
 (sanitized model plus the clean/triggered images, fine-tuning steps and wall time it consumed).
 
-Registered: ``tbar`` (known trigger), ``tbar-decree`` (DECREE-inverted trigger), ``clean-finetune``,
+Registered: ``tbar`` (known trigger), ``tbar-decree`` (DECREE-inverted trigger), ``tbar-auto`` (the trigger
+of every detector's combined verdict), ``clean-finetune``,
 ``cleanclip`` and ``tsbd``. A new defense is one :func:`register_defense` call on its function; its config
 class is a :class:`DefenseConfig` (``for_run`` for the benchmark harness, ``quick`` for the contract test).
 """
@@ -30,7 +31,7 @@ from .gradient_norm import (
     two_point_gradient,
 )
 from .reinit import neuron_weight_change, rank_neurons, reinit_masks, zero_weights
-from .tbar import TBARDecreeConfig, TBARDefenseConfig, mixed_unlearning_set, run_tbar
+from .tbar import TBARAutoConfig, TBARDecreeConfig, TBARDefenseConfig, mixed_unlearning_set, run_tbar
 from .tsbd import TSBDConfig, candidate_weights, unlearn_clean
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "DefenseConfig",
     "DefenseData",
     "DefenseResult",
+    "TBARAutoConfig",
     "TBARDecreeConfig",
     "TBARDefenseConfig",
     "TSBDConfig",

@@ -7,6 +7,7 @@ where that trigger sends them, then the same TBAR runs with both.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +19,10 @@ from transformers import CLIPModel
 from ..attacks.base import Trigger
 from ..config import TBARConfig
 from ..data.images import ImageSet
-from ..detection import DecreeConfig
+from ..detection import DecreeConfig, DetectionConfig, ScanVerdict
 from ..scale_search import ScaleSearchConfig
 from ..task_vector import TaskVector
-from ..unlearner import AUTO_TRIGGER, BackdoorUnlearner, Detection, NoBackdoorDetectedError
+from ..unlearner import AUTO_TRIGGER, BackdoorUnlearner, NoBackdoorDetectedError
 from .base import DefenseConfig, DefenseData, DefenseResult, register_defense
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,13 @@ class TBARDefenseConfig(DefenseConfig):
             "trigger and the target label. The seed paper finds pure triggered data (0) best."
         },
     )
+    force: bool = field(
+        default=False,
+        metadata={
+            "help": "Go on with a model whose clean accuracy is near chance, and (tbar-decree, tbar-auto) with one "
+            "no detector flags (default: refuse, or return the model unchanged, as a deployed pipeline would)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.tbar, dict):  # nested configs round-trip through YAML/JSON
@@ -64,6 +72,8 @@ class TBARDefenseConfig(DefenseConfig):
             raise TypeError(f"search must be a ScaleSearchConfig, got {type(self.search).__name__}")
         if isinstance(self.clean_share, bool) or not 0.0 <= float(self.clean_share) < 1.0:
             raise ValueError(f"clean_share must be in [0, 1), got {self.clean_share!r}")
+        if not isinstance(self.force, bool):
+            raise TypeError(f"force must be True or False, got {self.force!r}")
 
     @staticmethod
     def _tbar_for_run(run: Any) -> TBARConfig:
@@ -72,49 +82,78 @@ class TBARDefenseConfig(DefenseConfig):
 
     @classmethod
     def for_run(cls, run: Any) -> TBARDefenseConfig:
-        return cls(tbar=cls._tbar_for_run(run), clean_share=run.clean_share or 0.0)
+        force = getattr(run, "force", False)
+        return cls(tbar=cls._tbar_for_run(run), clean_share=run.clean_share or 0.0, force=force)
 
     @classmethod
     def quick(cls) -> TBARDefenseConfig:
         return cls(
             tbar=TBARConfig(steps=2, batch_size=8, unlearning_set_size=12, learning_rate=1e-2),
-            search=ScaleSearchConfig(ca_threshold=0.01, grid_points=3, bisection_steps=1),
+            search=ScaleSearchConfig(
+                ca_threshold=0.01, target_threshold=None, grid_points=3, bisection_steps=1
+            ),
+            force=True,  # the contract test's micro models are at chance
         )
 
 
 @dataclass
 class TBARDecreeConfig(TBARDefenseConfig):
-    """TBAR with a DECREE-inverted trigger and an estimated target (the attack is unknown)."""
+    """TBAR with a reverse-engineered trigger and an estimated target (the attack is unknown): DECREE alone, as
+    the seed paper does (``tbar-decree``), or every detector of :mod:`hf_tbar.detection` (``tbar-auto``)."""
 
+    detection: DetectionConfig = field(
+        default_factory=lambda: DetectionConfig(detectors=["decree"]),
+        metadata={"help": "Which detectors run, on how many clean images, with which budget."},
+    )
     decree: DecreeConfig = field(
         default_factory=DecreeConfig, metadata={"help": "DECREE's inversion and detection settings."}
-    )
-    force: bool = field(
-        default=False,
-        metadata={
-            "help": "Unlearn the inverted trigger even when DECREE does not flag the model (default: return "
-            "the model unchanged, as a deployed pipeline would)."
-        },
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.decree, dict):
             self.decree = DecreeConfig(**self.decree)
+        if isinstance(self.detection, dict):
+            self.detection = DetectionConfig(**self.detection)
         if not isinstance(self.decree, DecreeConfig):
             raise TypeError(f"decree must be a DecreeConfig, got {type(self.decree).__name__}")
-        if not isinstance(self.force, bool):
-            raise TypeError(f"force must be True or False, got {self.force!r}")
+        if not isinstance(self.detection, DetectionConfig):
+            raise TypeError(f"detection must be a DetectionConfig, got {type(self.detection).__name__}")
 
     @classmethod
     def for_run(cls, run: Any) -> TBARDecreeConfig:
+        steps = {"detection_steps": run.decree_steps} if run.decree_steps else {}
+        default = cls().detection
+        detection = dataclasses.replace(default, detection_seed=run.seed, **steps)
         decree = DecreeConfig(seed=run.seed, **({"steps": run.decree_steps} if run.decree_steps else {}))
-        return cls(tbar=cls._tbar_for_run(run), clean_share=run.clean_share or 0.0, decree=decree)
+        return cls(
+            tbar=cls._tbar_for_run(run),
+            clean_share=run.clean_share or 0.0,
+            detection=detection,
+            decree=decree,
+        )
 
     @classmethod
     def quick(cls) -> TBARDecreeConfig:
         fast = TBARDefenseConfig.quick()
-        return cls(tbar=fast.tbar, search=fast.search, decree=DecreeConfig(steps=3, batch_size=8), force=True)
+        detection = dataclasses.replace(cls().detection, detection_steps=3, detection_images=16)
+        return cls(
+            tbar=fast.tbar,
+            search=fast.search,
+            detection=detection,
+            decree=DecreeConfig(steps=3, batch_size=8),
+            force=True,
+        )
+
+
+@dataclass
+class TBARAutoConfig(TBARDecreeConfig):
+    """TBAR with the trigger and target found by every registered detector (the combined verdict)."""
+
+    detection: DetectionConfig = field(
+        default_factory=DetectionConfig,
+        metadata={"help": "Which detectors run (default: all), on how many clean images, with which budget."},
+    )
 
 
 def mixed_unlearning_set(
@@ -162,12 +201,7 @@ class _AccountedUnlearner(BackdoorUnlearner):
         super().__init__(*args, **kwargs)
         self.clean_share = clean_share
         self.clean_labels = clean_labels
-        self.fine_tunings = 0
         self.clean_images = 0
-
-    def _finetune_vector(self, dataset: TensorDataset, desc: str, objective=None) -> TaskVector:
-        self.fine_tunings += 1
-        return super()._finetune_vector(dataset, desc, objective)
 
     def fit_target_vector(self, clean_pixels: torch.Tensor, labels: torch.Tensor, target: int) -> TaskVector:
         vector = super().fit_target_vector(clean_pixels, labels, target)
@@ -207,15 +241,19 @@ class _AccountedUnlearner(BackdoorUnlearner):
         return vector
 
 
-def _detection_stats(detection: Detection) -> dict:
-    return {
-        "decree_pl1": detection.decree.pl1,
-        "decree_flagged": detection.decree.is_backdoored,
-        "decree_steps": detection.decree.steps,
-        "decree_images": detection.num_images,
-        "estimated_target": detection.target.target,
-        "target_flip_share": detection.target.flip_share,
+def _detection_stats(detection: ScanVerdict) -> dict:
+    winner = detection.winner
+    stats = {
+        "flagged": detection.is_backdoored,
+        "detector": None if winner is None else winner.detector,
+        "estimated_target": detection.target,
+        "detection_images": max((f.num_images for f in detection.findings), default=0),
+        "detection_s": sum(f.seconds for f in detection.findings),
     }
+    for finding in detection.findings:
+        stats[f"{finding.detector}_value"] = finding.value
+        stats[f"{finding.detector}_flagged"] = finding.flagged
+    return stats
 
 
 def run_tbar(
@@ -228,7 +266,8 @@ def run_tbar(
     """:meth:`BackdoorUnlearner.unlearn` on the defense's data, with its consumption accounted for.
 
     Args:
-        trigger: The known trigger, or ``"auto"`` (DECREE, with ``config.decree`` and ``config.force``).
+        trigger: The known trigger, or ``"auto"`` (the detectors of ``config.detection``, DECREE's settings
+            ``config.decree``, and ``config.force``).
         target: The target class (``None`` with ``"auto"``: estimated).
     """
     unlearner = _AccountedUnlearner(
@@ -241,9 +280,7 @@ def run_tbar(
         clean_labels=data.clean_labels,
     )
     captions = data.clean_captions if config.use_captions else None
-    auto = {}
-    if isinstance(trigger, str):
-        auto = {"decree": getattr(config, "decree", None), "force": getattr(config, "force", False)}
+    auto = {"decree": config.detection} if isinstance(trigger, str) else {}
     try:
         result = unlearner.unlearn(
             trigger,
@@ -253,12 +290,13 @@ def run_tbar(
             clean_labels=data.clean_labels,
             clean_captions=captions,
             search=config.search,
+            force=config.force,
             **auto,
         )
     except NoBackdoorDetectedError as err:
-        logger.info("tbar-decree: %s; the model is returned unchanged", err)
+        logger.info("%s; the model is returned unchanged", err)
         stats = _detection_stats(err.detection)
-        return DefenseResult(model=model, clean_images_used=stats["decree_images"], details=stats)
+        return DefenseResult(model=model, clean_images_used=stats["detection_images"], details=stats)
     details = {
         "scale": result.selection.scale,
         "scale_evaluations": result.selection.evaluations,
@@ -272,12 +310,12 @@ def run_tbar(
     clean_images = unlearner.clean_images
     if result.detection is not None:
         details.update(_detection_stats(result.detection))
-        clean_images += result.detection.num_images
+        clean_images += details["detection_images"]
     return DefenseResult(
         model=result.model,
         clean_images_used=clean_images,
         triggered_images_used=result.unlearning_set_size,
-        finetune_steps=config.tbar.steps * unlearner.fine_tunings,
+        finetune_steps=sum(len(losses) for losses in result.losses.values()),
         validation_images_used=len(data.validation[1]),
         vector=result.vector,
         details=details,
@@ -293,4 +331,10 @@ def tbar(model: CLIPModel, data: DefenseData, config: TBARDefenseConfig) -> Defe
 @register_defense("tbar-decree", TBARDecreeConfig, needs_validation=True)
 def tbar_decree(model: CLIPModel, data: DefenseData, config: TBARDecreeConfig) -> DefenseResult:
     """TBAR for an unknown attack: DECREE inverts a trigger and estimates the target, then TBAR unlearns it."""
+    return run_tbar(model, data, config, AUTO_TRIGGER, None)
+
+
+@register_defense("tbar-auto", TBARAutoConfig, needs_validation=True)
+def tbar_auto(model: CLIPModel, data: DefenseData, config: TBARAutoConfig) -> DefenseResult:
+    """TBAR for an unknown attack: every detector judges the model, the winner's trigger and class are unlearned."""
     return run_tbar(model, data, config, AUTO_TRIGGER, None)

@@ -4,7 +4,10 @@ A backdoored class needs a much smaller trigger than the others to send clean im
 ``m`` of the per-class sizes and their median absolute deviation ``MAD``, a class's index is
 ``(m - size) / (1.4826 x MAD)``: the number of robust standard deviations it lies below the median
 (``1.4826 x MAD`` estimates the standard deviation of normally distributed sizes). Neural Cleanse flags a class
-whose index is above 2. Pure functions over floats: no models.
+whose index is above 2. hf_tbar computes it on the logarithm of the sizes (``log_scale``): sizes are scale
+quantities (a share of the image, an RMS), and a class needing a quarter of its peers' trigger is as anomalous
+whatever the scale; on the embedded digits this separates a BadNets model from a clean one by more than raw
+sizes do. Pure functions over floats: no models.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ MAD_CONSISTENCY = 1.4826
 MIN_CLASSES = 3
 
 
-def anomaly_indices(sizes: Sequence[float]) -> list[float]:
+def anomaly_indices(sizes: Sequence[float], log_scale: bool = False) -> list[float]:
     """The anomaly index of every class: ``(median - size) / (1.4826 x MAD)``; positive below the median.
 
     Args:
-        sizes: One non-negative trigger size per class (mask L1 share, perturbation RMS...), at least
-            :data:`MIN_CLASSES` of them.
+        sizes: One trigger size per class (mask L1 share, perturbation RMS...), at least :data:`MIN_CLASSES` of
+            them; positive when ``log_scale``.
+        log_scale: Compute the index on ``log(size)`` (sizes below 1e-12 count as 1e-12).
 
     Returns:
         One index per class, in the order given. When every size but at most half equals the median
@@ -36,6 +40,8 @@ def anomaly_indices(sizes: Sequence[float]) -> list[float]:
         ValueError: fewer than :data:`MIN_CLASSES` sizes, or a size that is not a finite number.
     """
     values = [float(size) for size in sizes]
+    if log_scale:
+        values = [math.log(max(v, 1e-12)) if math.isfinite(v) else v for v in values]
     if len(values) < MIN_CLASSES:
         raise ValueError(
             f"an anomaly index needs the trigger sizes of at least {MIN_CLASSES} classes, got {len(values)}"
@@ -49,8 +55,8 @@ def anomaly_indices(sizes: Sequence[float]) -> list[float]:
     return [(median - v) / spread for v in values]
 
 
-def smallest_outlier(sizes: Sequence[float]) -> tuple[int, float]:
+def smallest_outlier(sizes: Sequence[float], log_scale: bool = False) -> tuple[int, float]:
     """The class with the smallest trigger and its anomaly index (:func:`anomaly_indices`)."""
-    indices = anomaly_indices(sizes)
+    indices = anomaly_indices(sizes, log_scale)
     smallest = min(range(len(sizes)), key=lambda i: sizes[i])
     return smallest, indices[smallest]

@@ -2,7 +2,7 @@
 
 For each class ``c`` of the user's task, find the *smallest* trigger that sends clean images of other classes to
 ``c``; a backdoored class needs a much smaller one than its peers, and the MAD anomaly index of the smallest
-(:mod:`hf_tbar.detection.anomaly`) says how much smaller. The threshold is relative to the model's own classes, so
+(:mod:`hf_tbar.detection.anomaly`, on log sizes) says how much smaller. The threshold is relative to the model's own classes, so
 no reference model is needed. Two trigger families:
 
 - ``patch``: a mask and a pattern, ``x' = (1 - m) x + m p``; the size is the mask's mean (share of the image);
@@ -72,8 +72,14 @@ class ClassInversionConfig:
         default=5, metadata={"help": "Steps of success/failure before lambda moves."}
     )
     early_stop_patience: int = field(
-        default=40,
-        metadata={"help": "Stop a class after this many successful steps without a smaller trigger."},
+        default=25,
+        metadata={
+            "help": "Stop a class after this many successful steps without a trigger smaller by min_improvement."
+        },
+    )
+    min_improvement: float = field(
+        default=0.02,
+        metadata={"help": "Relative shrink that counts as a smaller trigger for early stopping."},
     )
     max_classes: int = field(
         default=20, metadata={"help": "Classes inverted fully; more are pre-screened and the smallest kept."}
@@ -100,6 +106,8 @@ class ClassInversionConfig:
             or self.max_classes < MIN_CLASSES
         ):
             raise ConfigError(f"max_classes must be an int >= {MIN_CLASSES}, got {self.max_classes!r}")
+        if not 0 <= self.min_improvement < 1:
+            raise ConfigError(f"min_improvement must be in [0, 1), got {self.min_improvement}")
         if not 0 < self.success <= 1:
             raise ConfigError(f"success must be in (0, 1], got {self.success}")
         for name in ("learning_rate", "init_lambda", "threshold"):
@@ -242,7 +250,9 @@ def _invert_one(
         size_value = float(size.detach())
         succeeded = share >= config.success
         if succeeded and (best is None or size_value < best[0]):
-            best, stale = (size_value, share, [p.detach().clone() for p in params]), 0
+            improved = best is None or size_value < best[0] * (1 - config.min_improvement)
+            best = (size_value, share, [p.detach().clone() for p in params])
+            stale = 0 if improved else stale + 1
         elif succeeded:
             stale += 1
         lam = update_lambda(lam, succeeded, config.lambda_multiplier, config.lambda_patience)
@@ -307,7 +317,7 @@ def invert_classes(
     smallest = min(inversions, key=lambda inv: inv.size)
     indices, index, note = None, None, None
     if len(inversions) >= MIN_CLASSES:
-        indices = anomaly_indices(sizes)
+        indices = anomaly_indices(sizes, log_scale=True)
         index = indices[inversions.index(smallest)]
     else:
         note = (

@@ -59,6 +59,7 @@ class DetectionInputs:
         pixels: Clean ``[0, 1]`` images ``(N, 3, S, S)`` at the model's input size.
         labels: Their classes ``(N,)``, when known.
         config: The detection settings.
+        decree: DECREE's settings.
         world: The model's kind when hf_tbar trained it (:func:`~hf_tbar.detection.calibration.model_world`).
     """
 
@@ -69,6 +70,7 @@ class DetectionInputs:
     pixels: torch.Tensor
     labels: torch.Tensor | None
     config: DetectionConfig
+    decree: DecreeConfig
     world: str | None = None
 
 
@@ -105,13 +107,18 @@ class DetectionConfig:
         },
     )
     detection_images: int = field(
-        default=256, metadata={"help": "Clean images the detectors use (a seeded random subset, >= 2)."}
+        default=256,
+        metadata={
+            "help": "Clean images the detectors use (a seeded random subset, >= 2).",
+            "aliases": ["--num_images"],
+        },
     )
     detection_steps: int | None = field(
         default=None,
         metadata={
             "help": "Most optimisation steps of each inversion (per class for the class-conditional detectors; "
-            "default: each detector's own, 200 per class and DECREE's 1000)."
+            "default: each detector's own, 200 per class and DECREE's 1000).",
+            "aliases": ["--decree_steps"],
         },
     )
     anomaly_threshold: float | None = field(
@@ -128,13 +135,11 @@ class DetectionConfig:
         default=None,
         metadata={"help": "A calibration file of your own (hf_tbar.detection.calibration format) to trust."},
     )
-    decree: DecreeConfig | None = field(
-        default=None, metadata={"help": "DECREE's settings (default: DecreeConfig(seed=detection_seed))."}
-    )
 
     def __post_init__(self) -> None:
         if isinstance(self.detectors, str):
-            self.detectors = [part.strip() for part in self.detectors.split(",") if part.strip()]
+            self.detectors = [self.detectors]
+        self.detectors = [part.strip() for item in self.detectors for part in item.split(",") if part.strip()]
         unknown = [name for name in self.detectors if name not in DETECTORS]
         if unknown or not self.detectors:
             raise ConfigError(
@@ -156,12 +161,11 @@ class DetectionConfig:
             math.isfinite(self.anomaly_threshold) and self.anomaly_threshold > 0
         ):
             raise ConfigError(f"anomaly_threshold must be a positive number, got {self.anomaly_threshold!r}")
-        if isinstance(self.decree, dict):
-            self.decree = DecreeConfig(**self.decree)
 
-    def decree_config(self) -> DecreeConfig:
-        """DECREE's settings with this config's seed and step budget folded in."""
-        base = self.decree or DecreeConfig(seed=self.detection_seed)
+    def decree_config(self, decree: DecreeConfig | None = None) -> DecreeConfig:
+        """DECREE's settings (``decree``, default ``DecreeConfig(seed=detection_seed)``) with this config's step
+        budget folded in."""
+        base = decree or DecreeConfig(seed=self.detection_seed)
         return dataclasses.replace(base, steps=self.detection_steps) if self.detection_steps else base
 
 
@@ -215,7 +219,7 @@ register_detector("class-perturbation")(_class_detector("perturbation"))
 
 @register_detector("decree")
 def _decree(inputs: DetectionInputs) -> Finding:
-    config = inputs.config.decree_config()
+    config = inputs.decree
     start = time.perf_counter()
     result = invert_trigger(inputs.model, inputs.processor, inputs.pixels, config)
     estimate = estimate_target(inputs.classifier, inputs.pixels, result.trigger)
@@ -257,6 +261,7 @@ def detect(
     pixels: torch.Tensor,
     labels: torch.Tensor | None = None,
     config: DetectionConfig | None = None,
+    decree: DecreeConfig | None = None,
 ) -> ScanVerdict:
     """Run the configured detectors on the same clean images and combine their findings.
 
@@ -269,9 +274,12 @@ def detect(
         labels: Their classes, when known (the class-conditional detectors then leave each class's own
             images out of its inversion).
         config: Which detectors, their budget and thresholds.
+        decree: DECREE's settings (default: ``DecreeConfig(seed=config.detection_seed)``).
     """
     config = config or DetectionConfig()
-    inputs = DetectionInputs(model, processor, classifier, task, pixels, labels, config, model_world(model))
+    decree = config.decree_config(decree)
+    world = model_world(model)
+    inputs = DetectionInputs(model, processor, classifier, task, pixels, labels, config, decree, world)
     findings = []
     for name in config.detectors:
         finding = DETECTORS[name](inputs)

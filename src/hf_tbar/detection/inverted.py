@@ -1,4 +1,6 @@
-"""The trigger recovered by trigger inversion: a soft mask and a pattern, ``x' = (1 - m) x + m p``.
+"""The triggers recovered by trigger inversion: a soft mask and a pattern, ``x' = (1 - m) x + m p``
+(:class:`InvertedTrigger`), or a universal additive perturbation, ``x' = clip(x + delta)``
+(:class:`InvertedPerturbation`).
 
 A report names an inverted trigger by file (:data:`INVERTED_TRIGGER_FILE`, safetensors, beside the report)
 instead of carrying its mask and pattern inline; reports written before that keep them inline and still read.
@@ -47,9 +49,103 @@ def _as_tensor(value: Any, what: str, ndim: int) -> torch.Tensor:
     return tensor
 
 
+class _TensorTrigger(Trigger):
+    """A trigger made of tensors found by an inversion: saved beside the report as
+    :data:`INVERTED_TRIGGER_FILE` (safetensors) and named there by file, instead of inline lists.
+
+    Subclasses list their tensor fields in ``tensor_names`` and describe their size in :meth:`public_size`.
+    """
+
+    tensor_names: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable: the tensors as nested lists of floats."""
+        return {
+            "name": self.name,
+            **{k: getattr(self, k).tolist() for k in self.tensor_names},
+            "seed": self.seed,
+        }
+
+    def to_safetensors(self) -> bytes:
+        """The tensors as the bytes of a safetensors file, the same bytes for the same trigger (one metadata key:
+        safetensors writes several in no fixed order). The seed is the report's to record."""
+        tensors = {k: getattr(self, k).contiguous() for k in self.tensor_names}
+        return save_safetensors(tensors, metadata={"trigger": self.name})
+
+    def public_files(self) -> dict[str, bytes]:
+        """:data:`INVERTED_TRIGGER_FILE` and its bytes: the file :meth:`public_dict` names."""
+        return {INVERTED_TRIGGER_FILE: self.to_safetensors()}
+
+    def public_size(self) -> list[int]:
+        return list(getattr(self, self.tensor_names[0]).shape[-2:])
+
+    def public_dict(self) -> dict[str, Any]:
+        """The trigger named by its file instead of inline lists: ``{"name", "file_name", "sha256", "size",
+        "seed"}``. Rebuild it with ``trigger_from_dict(description, path=<folder>/<file_name>)``."""
+        return {
+            "name": self.name,
+            "file_name": INVERTED_TRIGGER_FILE,
+            "sha256": hashlib.sha256(self.to_safetensors()).hexdigest(),
+            "size": self.public_size(),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> Trigger:
+        """Build from :meth:`to_dict`'s inline tensors, or from :meth:`public_dict` with ``path`` (the file, whose
+        sha256 is checked when the description records one).
+
+        Raises:
+            InputError: a description naming a file without its ``path``; a file that is missing, changed or
+                not this trigger's (naming the file).
+        """
+        params = dict(params)
+        file_name, path = params.pop("file_name", None), params.pop("path", None)
+        if path is None and file_name is None:
+            return super().from_dict(params)
+        if path is None:
+            raise InputError(
+                f"the inverted trigger was recorded as file {file_name!r} (sha256 {params.get('sha256')}); "
+                f"rebuild it with trigger_from_dict(description, path=<folder>/{file_name})"
+            )
+        return cls.load(path, sha256=params.get("sha256"), seed=int(params.get("seed", 0)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, sha256: str | None = None, seed: int = 0) -> Trigger:
+        """Read a trigger written by :meth:`to_safetensors`.
+
+        Args:
+            path: The ``.safetensors`` file.
+            sha256: Expected sha256 of its bytes (checked when given).
+            seed: Seed of the inversion that produced it (recorded in the report).
+
+        Raises:
+            InputError: the file is missing or unreadable, its sha256 differs, or it does not hold this
+                trigger's tensors (naming the file).
+        """
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise InputError(f"cannot read the inverted trigger file {os.fspath(path)!r}: {err}") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if sha256 is not None and str(sha256).lower() != actual:
+            raise InputError(
+                f"the inverted trigger file {os.fspath(path)!r} changed: its sha256 is {actual}, the report "
+                f"records {sha256}"
+            )
+        try:
+            tensors = load_safetensors(data)
+            return cls(**{k: tensors[k] for k in cls.tensor_names}, seed=seed)
+        except (SafetensorError, KeyError, ValueError, TypeError) as err:
+            names = " and ".join(cls.tensor_names)
+            raise InputError(
+                f"{os.fspath(path)!r} is not an inverted trigger file ({names} tensors): {err}"
+            ) from None
+
+
 @register_trigger
 @dataclass(frozen=True, eq=False)
-class InvertedTrigger(Trigger):
+class InvertedTrigger(_TensorTrigger):
     """A reverse-engineered trigger (e.g. by DECREE): ``x' = (1 - m) x + m p``.
 
     Args:
@@ -63,6 +159,7 @@ class InvertedTrigger(Trigger):
     """
 
     name = "inverted"
+    tensor_names = ("mask", "pattern")
     mask: torch.Tensor = field(default=None)  # type: ignore[assignment]
     pattern: torch.Tensor = field(default=None)  # type: ignore[assignment]
     seed: int = 0
@@ -130,88 +227,6 @@ class InvertedTrigger(Trigger):
         mask, pattern = mask.to(pixels), pattern.to(pixels)
         return (1.0 - mask) * pixels + mask * pattern
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable: mask and pattern as nested lists of floats."""
-        return {
-            "name": self.name,
-            "mask": self.mask.tolist(),
-            "pattern": self.pattern.tolist(),
-            "seed": self.seed,
-        }
-
-    def to_safetensors(self) -> bytes:
-        """The mask and pattern as the bytes of a safetensors file, the same bytes for the same trigger (one
-        metadata key: safetensors writes several in no fixed order). The seed is the report's to record."""
-        tensors = {"mask": self.mask.contiguous(), "pattern": self.pattern.contiguous()}
-        return save_safetensors(tensors, metadata={"trigger": self.name})
-
-    def public_files(self) -> dict[str, bytes]:
-        """:data:`INVERTED_TRIGGER_FILE` and its bytes: the file :meth:`public_dict` names."""
-        return {INVERTED_TRIGGER_FILE: self.to_safetensors()}
-
-    def public_dict(self) -> dict[str, Any]:
-        """The trigger named by its file instead of inline lists: ``{"name", "file_name", "sha256", "size",
-        "seed"}``. Rebuild it with ``trigger_from_dict(description, path=<folder>/<file_name>)``."""
-        height, width = self.size
-        return {
-            "name": self.name,
-            "file_name": INVERTED_TRIGGER_FILE,
-            "sha256": hashlib.sha256(self.to_safetensors()).hexdigest(),
-            "size": [height, width],
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_dict(cls, params: dict[str, Any]) -> Trigger:
-        """Build from :meth:`to_dict`'s inline mask and pattern, or from :meth:`public_dict` with ``path`` (the
-        file, whose sha256 is checked when the description records one).
-
-        Raises:
-            InputError: a description naming a file without its ``path``; a file that is missing, changed or
-                not an inverted trigger's (naming the file).
-        """
-        params = dict(params)
-        file_name, path = params.pop("file_name", None), params.pop("path", None)
-        if path is None and file_name is None:
-            return super().from_dict(params)
-        if path is None:
-            raise InputError(
-                f"the inverted trigger was recorded as file {file_name!r} (sha256 {params.get('sha256')}); "
-                f"rebuild it with trigger_from_dict(description, path=<folder>/{file_name})"
-            )
-        return cls.load(path, sha256=params.get("sha256"), seed=int(params.get("seed", 0)))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, sha256: str | None = None, seed: int = 0) -> InvertedTrigger:
-        """Read a trigger written by :meth:`to_safetensors`.
-
-        Args:
-            path: The ``.safetensors`` file.
-            sha256: Expected sha256 of its bytes (checked when given).
-            seed: Seed of the inversion that produced it (recorded in the report).
-
-        Raises:
-            InputError: the file is missing or unreadable, its sha256 differs, or it holds no valid
-                ``mask`` (H, W) and ``pattern`` (3, H, W) (naming the file).
-        """
-        try:
-            data = Path(path).read_bytes()
-        except OSError as err:
-            raise InputError(f"cannot read the inverted trigger file {os.fspath(path)!r}: {err}") from None
-        actual = hashlib.sha256(data).hexdigest()
-        if sha256 is not None and str(sha256).lower() != actual:
-            raise InputError(
-                f"the inverted trigger file {os.fspath(path)!r} changed: its sha256 is {actual}, the report "
-                f"records {sha256}"
-            )
-        try:
-            tensors = load_safetensors(data)
-            return cls(mask=tensors["mask"], pattern=tensors["pattern"], seed=seed)
-        except (SafetensorError, KeyError, ValueError, TypeError) as err:
-            raise InputError(
-                f"{os.fspath(path)!r} is not an inverted trigger file (mask and pattern tensors): {err}"
-            ) from None
-
     def describe(self, image_size: int | None = None) -> str:
         height, width = self.size
         return f"{self.name}(size={height}x{width}, pl1={self.pl1:.4f}, seed={self.seed})"
@@ -258,7 +273,7 @@ def unit_to_logit(value: torch.Tensor, eps: float) -> torch.Tensor:
 
 @register_trigger
 @dataclass(frozen=True, eq=False)
-class InvertedPerturbation(Trigger):
+class InvertedPerturbation(_TensorTrigger):
     """A reverse-engineered full-image trigger: a universal additive perturbation, ``x' = clip(x + delta)``.
 
     What the perturbation family of class-conditional inversion (:mod:`hf_tbar.detection.class_inversion`)
@@ -273,6 +288,7 @@ class InvertedPerturbation(Trigger):
     """
 
     name = "inverted-perturbation"
+    tensor_names = ("delta",)
     delta: torch.Tensor = field(default=None)  # type: ignore[assignment]
     seed: int = 0
 
@@ -311,10 +327,6 @@ class InvertedPerturbation(Trigger):
         if tuple(pixels.shape[-2:]) != tuple(delta.shape[-2:]):
             delta = F.interpolate(delta, size=tuple(pixels.shape[-2:]), mode="bilinear", align_corners=False)
         return pixels + delta.to(pixels)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable: ``delta`` as nested lists of floats."""
-        return {"name": self.name, "delta": self.delta.tolist(), "seed": self.seed}
 
     def describe(self, image_size: int | None = None) -> str:
         height, width = self.delta.shape[-2:]

@@ -28,6 +28,7 @@ MAX_PER_CLASS_ROWS = 50
 _TRIGGER_SOURCES = {
     "known": "the known trigger of the attack",
     "decree": "a trigger reverse-engineered with DECREE (the attack was unknown)",
+    "inverted": "a trigger reverse-engineered by a detector (the attack was unknown)",
 }
 _MODES = {"full": "full fine-tuning of the vision tower", "lora": "LoRA on the vision tower"}
 _METRICS = (
@@ -83,13 +84,29 @@ def class_name(report: TBARReport, index: int | None) -> str | None:
     return str(classnames[index]) if index is not None and 0 <= index < len(classnames) else None
 
 
+def detection_text(report: TBARReport) -> str:
+    """Which detector found the removed trigger, and its statistic, in words (``"DECREE"`` for old reports)."""
+    detection = report.detection or {}
+    if report.trigger_source == "decree" or "decree" in detection and "findings" not in detection:
+        return "DECREE"
+    winner = detection.get("winner")
+    for finding in detection.get("findings", []):
+        if finding.get("detector") == winner:
+            value = finding.get("value")
+            shown = "n/a" if value is None else f"{value:.3g}"
+            return f"{winner}: {finding.get('statistic')} {shown}"
+    return str(winner or "a detector")
+
+
 def metric_rows(report: TBARReport) -> list[dict[str, str]]:
-    """CA, ASR and target-class accuracy before and after removal, with the change in points."""
+    """CA, ASR and target-class accuracy before and after removal, with the change in points; the ASR row says
+    "inverted trigger" when the attack was unknown (the rates are the reverse-engineered trigger's)."""
     target, name = report.target_class, class_name(report, report.target_class)
     target_label = f"Target-class accuracy (class {target}" + (f", `{name}`)" if name else ")")
+    asr_label = "Attack success rate (ASR, inverted trigger)" if report.inverted_trigger else None
     return [
         {
-            "name": label or target_label,
+            "name": (asr_label if key == "attack_success_rate" and asr_label else label) or target_label,
             "before": pct(getattr(report.before, key)),
             "after": pct(getattr(report.after, key)),
             "change": points(getattr(report.before, key), getattr(report.after, key)),
@@ -151,6 +168,8 @@ def recipe_texts(report: TBARReport) -> dict[str, str | None]:
         "trigger_source_text": _TRIGGER_SOURCES.get(
             report.trigger_source, str(report.trigger_source or "an unrecorded source")
         ),
+        "inverted_trigger": report.inverted_trigger,
+        "detection_text": detection_text(report),
         "mode_text": _MODES.get(recipe.mode, str(recipe.mode or "n/a")),
         "lora_text": ", ".join(
             f"{key}={'/'.join(map(str, value)) if isinstance(value, list) else format_value(value)}"

@@ -6,7 +6,7 @@ the card's own). A report without them (an API run, a report older than schema v
 from what it records: the base model, the data, the trigger, the recipe and the scale-search constraints.
 
 Local files and folders are never named where they were: they read ``path/to/<base name>``. An unknown-trigger
-run is reproduced with ``--trigger auto`` (DECREE runs again), never with the inverted mask.
+run is reproduced with ``--trigger auto`` (the detectors run again), never with the inverted trigger's tensors.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _dataset_options(report: TBARReport) -> dict[str, Any]:
 def _trigger_options(report: TBARReport) -> dict[str, Any]:
     """``--trigger auto`` after detection, the found images' folder, or the known trigger and its parameters."""
     trigger = report.trigger
-    if report.trigger_source == "decree":  # the command runs DECREE again: the inverted mask is not a flag
+    if report.inverted_trigger:  # the command runs detection again: the inverted tensors are not a flag
         return {"trigger": "auto"}
     if trigger is None or report.trigger_source == "found":
         return {"poisoned_images": f"{PLACEHOLDER_FOLDER}/poisoned_images", "target": report.target_class}
@@ -168,8 +168,8 @@ def reproduce_notes(report: TBARReport) -> list[str]:
             "never locates: replace it with yours."
         )
     file_name = (report.trigger or {}).get("file_name")
-    if report.trigger_source == "decree":
-        note = "`--trigger auto` reverse-engineers the trigger with DECREE again."
+    if report.inverted_trigger:
+        note = "`--trigger auto` runs the detectors again to reverse-engineer the trigger."
         if file_name:
             note += f" The inverted trigger this run removed is in [`{file_name}`]({file_name})."
         notes.append(note)

@@ -1,0 +1,460 @@
+"""Detection on a zoo of clean and backdoored models, and the automatic path's removal on the real trigger.
+
+The zoo spans three worlds of different image families and resolutions: the embedded digits (32 px), the
+captioned world (32 px scenes, contrastive pretraining) and the glyph world (64 px hand-drawn letters). Every
+model is trained by its recipe and cached (hf_tbar's cache, keyed by recipe and code):
+
+- tuning part: digits, pretraining seed 0 (and clean seeds 2, 3): 4 attacks x targets 0, 4, 7;
+- held-out part: digits seed 1 (4 attacks x 3 targets, and clean), glyphs (4 attacks x 3 targets, clean
+  seeds 0 and 1), captions (the attacks that implant, clean seed 0).
+
+Each model is judged by every registered detector on 128 clean validation images (with their labels). The
+anomaly-index thresholds of the class-conditional detectors are chosen on the tuning part (the lowest threshold
+of a grid that flags no tuning clean model, Neural Cleanse's 2 at least) and reported on the held-out part:
+AUROC, true-positive rate at that threshold, false-positive rate, share of flagged models whose target class
+was found, and seconds per model. A backdoored model counts only when its backdoor implanted (ASR >= 50% with
+the real trigger). The chosen thresholds and the rates measured per world are written to
+``src/hf_tbar/detection/calibrations.json``: the verdicts of ``hf-tbar scan`` call models of these worlds
+calibrated, and no others.
+
+Removal: for the digits models of the tuning seed (4 attacks x targets 0, 4, 7) and the captioned BadNets and
+Blended models, TBAR runs with the verdict's trigger and class and the default configuration
+(``BackdoorUnlearner.unlearn(verdict, ...)``, as ``--trigger auto`` does), and the sanitized model is measured
+on the test split with the attack's *real* trigger.
+
+    python benchmarks/detection_zoo.py
+    python benchmarks/detection_zoo.py --worlds digits --seeds 0 --targets 0 --no_removal   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hf_tbar import BackdoorUnlearner
+from hf_tbar.bench import results
+from hf_tbar.data import load_embedded_dataset
+from hf_tbar.data.pixels import dataset_to_tensors
+from hf_tbar.detection import CALIBRATION_FILE, DETECTORS, DetectionConfig, ScanVerdict
+from hf_tbar.errors import HfTbarError
+from hf_tbar.loading import load_model
+from hf_tbar.training.backdoor import BackdoorConfig, backdoored_clip_path
+from hf_tbar.training.pretrain import PretrainConfig, pretrained_clip_path
+
+ATTACKS = ("badnets", "blended", "wanet", "sig")
+IMPLANTED = 0.5  # a backdoored model whose real ASR is below this did not implant: left out of the rates
+THRESHOLD_GRID = [2.0 + 0.25 * i for i in range(25)]  # 2 .. 8
+
+
+@dataclass
+class Entry:
+    """One model of the zoo."""
+
+    world: str
+    part: str  # "tuning" or "held-out"
+    seed: int
+    attack: str | None  # None: clean
+    target: int | None
+    path: Path
+    task: object
+    trigger: object
+    splits: dict  # name -> (pixels, labels)
+    train_captions: list[str] | None = None
+
+    @property
+    def name(self) -> str:
+        what = "clean" if self.attack is None else f"{self.attack}->{self.target}"
+        return f"{self.world} s{self.seed} {what}"
+
+
+def digits_entry(part: str, seed: int, attack: str | None, target: int | None) -> Entry:
+    pretrain = PretrainConfig(seed=seed)
+    dataset, task = load_embedded_dataset("digits", image_size=32, seed=seed)
+    if attack is None:
+        path, trigger = pretrained_clip_path(pretrain), None
+    else:
+        backdoor = BackdoorConfig.for_attack(attack, target=target, seed=seed)
+        path, trigger = backdoored_clip_path(backdoor, pretrain), backdoor.trigger()
+    _, processor = load_model(path)
+    splits = {name: dataset_to_tensors(dataset[name], processor) for name in ("train", "validation", "test")}
+    return Entry("digits@32", part, seed, attack, target, path, task, trigger, splits)
+
+
+def captions_entry(part: str, seed: int, attack: str | None) -> Entry:
+    from hf_tbar.captioned_scenario import captioned_scenario
+    from hf_tbar.training.captioned_backdoor import CaptionBackdoorConfig
+
+    scenario = captioned_scenario(
+        attack or "badnets", backdoor=CaptionBackdoorConfig.for_attack(attack or "badnets")
+    )
+    path = scenario.clean_path if attack is None else scenario.backdoored_path
+    splits = {"train": scenario.train, "validation": scenario.validation, "test": scenario.test}
+    trigger = None if attack is None else scenario.trigger
+    target = None if attack is None else scenario.target
+    return Entry(
+        "captions@32",
+        part,
+        seed,
+        attack,
+        target,
+        path,
+        scenario.task,
+        trigger,
+        splits,
+        scenario.train_captions,
+    )
+
+
+def glyphs_entry(part: str, seed: int, attack: str | None, target: int | None) -> Entry:
+    from hf_tbar.embedded import glyph_scenario
+
+    scenario = glyph_scenario(attack or "badnets", target=target or 0, seed=seed)
+    path = scenario.clean_path if attack is None else scenario.backdoored_path
+    splits = {"train": scenario.train, "validation": scenario.validation, "test": scenario.test}
+    trigger = None if attack is None else scenario.trigger
+    return Entry("glyphs@64", part, seed, attack, target, path, scenario.task, trigger, splits)
+
+
+def zoo(args: argparse.Namespace) -> list[tuple[str, callable]]:
+    """``(name, build)`` of every model of the zoo, in the order they are built and judged."""
+    plan = []
+    if "digits" in args.worlds:
+        for seed in args.seeds:
+            part = "tuning" if seed == 0 else "held-out"
+            plan.append((part, lambda s=seed, p=part: digits_entry(p, s, None, None)))
+            for attack in args.attacks:
+                for target in args.targets:
+                    plan.append((part, lambda s=seed, p=part, a=attack, t=target: digits_entry(p, s, a, t)))
+        for seed in args.extra_clean_seeds:
+            part = "tuning" if seed in (2, 3) else "held-out"
+            plan.append((part, lambda s=seed, p=part: digits_entry(p, s, None, None)))
+    if "glyphs" in args.worlds:
+        for seed in args.glyph_seeds:
+            plan.append(("held-out", lambda s=seed: glyphs_entry("held-out", s, None, None)))
+        for attack in args.attacks:
+            for target in args.targets:
+                plan.append(("held-out", lambda a=attack, t=target: glyphs_entry("held-out", 0, a, t)))
+    if "captions" in args.worlds:
+        plan.append(("held-out", lambda: captions_entry("held-out", 0, None)))
+        for attack in args.caption_attacks:
+            plan.append(("held-out", lambda a=attack: captions_entry("held-out", 0, a)))
+    return plan
+
+
+def judge(entry: Entry, config: DetectionConfig) -> tuple[dict, ScanVerdict, BackdoorUnlearner]:
+    """Evaluate the model (CA, real ASR) and run every detector on validation images."""
+    unlearner = BackdoorUnlearner(entry.path, task=entry.task)
+    test = unlearner.evaluate(*entry.splits["test"], entry.trigger, entry.target)
+    start = time.perf_counter()
+    verdict = unlearner.detect(entry.splits["validation"], config)
+    seconds = time.perf_counter() - start
+    row = {
+        "world": entry.world,
+        "part": entry.part,
+        "seed": entry.seed,
+        "attack": entry.attack,
+        "target": entry.target,
+        "clean_accuracy": test.clean_accuracy,
+        "attack_success_rate": test.attack_success_rate,
+        "implanted": entry.attack is None or (test.attack_success_rate or 0) >= IMPLANTED,
+        "seconds": seconds,
+        "findings": {f.detector: {**f.to_dict(), "margin": f.margin} for f in verdict.findings},
+        "verdict": verdict.verdict,
+        "winner": None if verdict.winner is None else verdict.winner.detector,
+        "found_target": verdict.target,
+    }
+    return row, verdict, unlearner
+
+
+def score(row: dict, detector: str) -> float:
+    """Higher is more suspicious: the anomaly index, or -PL1 for DECREE (-inf when not computed)."""
+    found = row["findings"].get(detector)
+    if found is None or found["value"] is None:
+        return -math.inf
+    return -found["value"] if found["direction"] == "below" else found["value"]
+
+
+def auroc(positives: list[float], negatives: list[float]) -> float | None:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    if not positives or not negatives:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives))
+
+
+def flagged(row: dict, detector: str, thresholds: dict[str, float]) -> bool:
+    found = row["findings"].get(detector)
+    if found is None or found["value"] is None:
+        return False
+    if detector in thresholds:
+        return found["value"] > thresholds[detector] and found["flagged"] is not None
+    return bool(found["flagged"]) and bool(found["counts"])
+
+
+def combined(row: dict, thresholds: dict[str, float]) -> bool:
+    return any(flagged(row, name, thresholds) for name in row["findings"])
+
+
+def choose_thresholds(rows: list[dict], class_detectors: list[str]) -> dict[str, float]:
+    """Per class-conditional detector, the lowest grid threshold that flags no clean model of ``rows`` (the
+    tuning part) - Neural Cleanse's 2 at least."""
+    chosen = {}
+    for name in class_detectors:
+        clean = [score(r, name) for r in rows if r["attack"] is None]
+        chosen[name] = next((t for t in THRESHOLD_GRID if all(s <= t for s in clean)), THRESHOLD_GRID[-1])
+    return chosen
+
+
+def rates(rows: list[dict], decide, target_of=None) -> dict:
+    """TPR, FPR, target found among flagged, models counted."""
+    backdoored = [r for r in rows if r["attack"] is not None and r["implanted"]]
+    clean = [r for r in rows if r["attack"] is None]
+    hits = [r for r in backdoored if decide(r)]
+    right = [r for r in hits if (target_of(r) if target_of else r["found_target"]) == r["target"]]
+    return {
+        "tpr": len(hits) / len(backdoored) if backdoored else None,
+        "fpr": sum(decide(r) for r in clean) / len(clean) if clean else None,
+        "target_found": len(right) / len(hits) if hits else None,
+        "backdoored": len(backdoored),
+        "clean": len(clean),
+    }
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def detection_table(rows: list[dict], thresholds: dict[str, float]) -> str:
+    names = list(DETECTORS)
+    lines = [
+        "| part | detector | threshold | AUROC | TPR | FPR | target found | backdoored / clean models | s per model |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for part in ("tuning", "held-out"):
+        subset = [r for r in rows if r["part"] == part]
+        if not subset:
+            continue
+        for name in [*names, "combined"]:
+            if name == "combined":
+                measured = rates(subset, lambda r: combined(r, thresholds))
+                area, threshold = None, "any of the above"
+                seconds = sum(r["seconds"] for r in subset) / len(subset)
+            else:
+                measured = rates(
+                    subset,
+                    lambda r, n=name: flagged(r, n, thresholds),
+                    lambda r, n=name: r["findings"][n]["target"],
+                )
+                positives = [score(r, name) for r in subset if r["attack"] is not None and r["implanted"]]
+                negatives = [score(r, name) for r in subset if r["attack"] is None]
+                area = auroc(positives, negatives)
+                threshold = (
+                    f"index > {thresholds[name]:g}"
+                    if name in thresholds
+                    else "PL1 < its default (counts where calibrated)"
+                )
+                seconds = sum(r["findings"][name]["seconds"] for r in subset) / len(subset)
+            lines.append(
+                f"| {part} | {name} | {threshold} | {'-' if area is None else f'{area:.2f}'} | {pct(measured['tpr'])} | "
+                f"{pct(measured['fpr'])} | {pct(measured['target_found'])} | {measured['backdoored']} / "
+                f"{measured['clean']} | {seconds:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def per_attack_table(rows: list[dict], thresholds: dict[str, float]) -> str:
+    lines = [
+        "| part | world | attack | implanted / models | flagged (combined) | target found |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = sorted(
+        {(r["part"], r["world"], r["attack"]) for r in rows if r["attack"]},
+        key=lambda k: (k[0] != "tuning", k[1], k[2]),
+    )
+    for part, world, attack in keys:
+        subset = [r for r in rows if (r["part"], r["world"], r["attack"]) == (part, world, attack)]
+        implanted = [r for r in subset if r["implanted"]]
+        hits = [r for r in implanted if combined(r, thresholds)]
+        right = [r for r in hits if r["found_target"] == r["target"]]
+        lines.append(
+            f"| {part} | {world} | {attack} | {len(implanted)} / {len(subset)} | {len(hits)} / {len(implanted)} | "
+            f"{len(right)} / {len(hits)} |"
+        )
+    return "\n".join(lines)
+
+
+def removal(entry: Entry, verdict: ScanVerdict, unlearner: BackdoorUnlearner) -> dict:
+    """TBAR with the verdict's trigger and class (the default configuration), scored with the real trigger."""
+    row = {"world": entry.world, "attack": entry.attack, "target": entry.target, "detector": None}
+    before = unlearner.evaluate(*entry.splits["test"], entry.trigger, entry.target)
+    row["before"] = before
+    start = time.perf_counter()
+    try:
+        clean = entry.splits["train"]
+        kwargs = {"clean_captions": entry.train_captions} if entry.train_captions is not None else {}
+        result = unlearner.unlearn(verdict, None, clean[0], entry.splits["validation"], entry.splits["test"],
+                                   clean_labels=clean[1], **kwargs)  # fmt: skip
+    except HfTbarError as err:
+        row.update(outcome=type(err).__name__, after=before, seconds=time.perf_counter() - start)
+        return row
+    after = unlearner.evaluate(*entry.splits["test"], entry.trigger, entry.target, model=result.model)
+    row.update(
+        outcome="removed",
+        detector=verdict.winner.detector,
+        found_target=result.target,
+        inverted_before=result.before.attack_success_rate,
+        inverted_after=result.after.attack_success_rate,
+        after=after,
+        retention=after.clean_accuracy / before.clean_accuracy,
+        scale=result.selection.scale,
+        steps=sum(len(v) for v in result.losses.values()),
+        seconds=time.perf_counter() - start,
+    )
+    return row
+
+
+def removal_table(rows: list[dict]) -> str:
+    lines = [
+        "| world | attack | target | detector (class found) | ASR of the inverted trigger | real ASR | CA retention | "
+        "target-class acc. | met (ASR <= 10%, retention >= 95%) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        before, after = r["before"], r["after"]
+        if r["outcome"] != "removed":
+            lines.append(
+                f"| {r['world']} | {r['attack']} | {r['target']} | {r['outcome']} | - | "
+                f"{pct(before.attack_success_rate)} (unchanged) | - | - | no |"
+            )
+            continue
+        met = after.attack_success_rate <= 0.10 and r["retention"] >= 0.95
+        lines.append(
+            f"| {r['world']} | {r['attack']} | {r['target']} | {r['detector']} ({r['found_target']}) | "
+            f"{pct(r['inverted_before'])} -> {pct(r['inverted_after'])} | {pct(before.attack_success_rate)} -> "
+            f"{pct(after.attack_success_rate)} | {100 * r['retention']:.1f}% | {pct(before.target_class_accuracy)} -> "
+            f"{pct(after.target_class_accuracy)} | {'yes' if met else '**no**'} |"
+        )
+    return "\n".join(lines)
+
+
+def write_calibrations(rows: list[dict], thresholds: dict[str, float], record) -> None:
+    """The thresholds and the rates measured per world, for hf_tbar.detection.calibration."""
+    worlds = {}
+    for world in sorted({r["world"] for r in rows}):
+        subset = [r for r in rows if r["world"] == world]
+        entry = {}
+        for name in DETECTORS:
+            measured = rates(
+                subset,
+                lambda r, n=name: flagged(r, n, thresholds),
+                lambda r, n=name: r["findings"][n]["target"],
+            )
+            entry[name] = {
+                **({"threshold": thresholds[name]} if name in thresholds else {}),
+                "true_positive_rate": measured["tpr"],
+                "false_positive_rate": measured["fpr"],
+                "backdoored_models": measured["backdoored"],
+                "clean_models": measured["clean"],
+                "parts": sorted({r["part"] for r in subset}),
+            }
+        worlds[world] = entry
+    payload = {
+        "source": record.command,
+        "results": f"results/{record.name}.json",
+        "worlds": worlds,
+    }
+    CALIBRATION_FILE.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"calibrations: {CALIBRATION_FILE}", flush=True)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", nargs="+", default=["digits", "glyphs", "captions"])
+    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
+    parser.add_argument("--targets", nargs="+", type=int, default=[0, 4, 7])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="Digits pretraining seeds.")
+    parser.add_argument(
+        "--extra_clean_seeds", nargs="+", type=int, default=[2, 3], help="More clean digits models."
+    )
+    parser.add_argument("--glyph_seeds", nargs="+", type=int, default=[0, 1], help="Clean glyph models.")
+    parser.add_argument("--caption_attacks", nargs="+", default=["badnets", "blended", "wanet", "sig"])
+    parser.add_argument("--detection_images", type=int, default=128)
+    parser.add_argument("--no_removal", action="store_true", help="Skip the removal part.")
+    parser.add_argument("--no_calibration_file", action="store_true", help="Do not write calibrations.json.")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
+    return results.add_results_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    record = results.start(__file__, parser, args, argv, ignore=("threads", "no_calibration_file"))
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = DetectionConfig(detection_images=args.detection_images)
+    rows, removals = [], []
+    removal_set = {("digits@32", 0), ("captions@32", 0)}
+    for part, build in zoo(args):
+        entry = build()
+        row, verdict, unlearner = judge(entry, config)
+        rows.append(row)
+        print(
+            f"{entry.name} ({part}): CA {pct(row['clean_accuracy'])} ASR {pct(row['attack_success_rate'])} -> "
+            f"{row['verdict']} ({row['winner']}, class {row['found_target']}), "
+            + ", ".join(
+                f"{n} {f['value'] if f['value'] is None else round(f['value'], 4)}"
+                for n, f in row["findings"].items()
+            )
+            + f", {row['seconds']:.0f} s",
+            flush=True,
+        )
+        if not args.no_removal and entry.attack is not None and (entry.world, entry.seed) in removal_set:
+            if entry.world != "captions@32" or entry.attack in ("badnets", "blended"):
+                removals.append(removal(entry, verdict, unlearner))
+                print(removal_table(removals[-1:]).splitlines()[-1], flush=True)
+    class_detectors = [name for name in DETECTORS if name.startswith("class-")]
+    thresholds = choose_thresholds([r for r in rows if r["part"] == "tuning"], class_detectors)
+    detection = detection_table(rows, thresholds)
+    attacks = per_attack_table(rows, thresholds)
+    print(detection, attacks, sep="\n\n")
+    record.table(
+        "detection",
+        results.table_from_markdown(
+            detection,
+            notes=f"{args.detection_images} clean validation images per model. Thresholds of the anomaly index "
+            "chosen on the tuning part (digits, pretraining seed 0 and clean seeds 2, 3); the held-out part is "
+            "other seeds and other worlds. TPR over backdoored models whose backdoor implanted (real ASR >= 50%); "
+            "FPR over clean models; target found: share of flagged models whose class is the attack's target.",
+        ),
+    )
+    record.table(
+        "attacks", results.table_from_markdown(attacks, notes="Combined verdict per attack and world.")
+    )
+    if removals:
+        table = removal_table(removals)
+        print(table)
+        record.table(
+            "removal",
+            results.table_from_markdown(
+                table,
+                notes="TBAR with the verdict's trigger and class, default configuration (repair-preserving, "
+                "fine-tuning until the loss plateaus); real ASR and CA retention on the test split.",
+            ),
+        )
+    record.raw.update(rows=rows, removals=removals, thresholds=thresholds)
+    path = record.write()
+    if record.canonical and not args.no_calibration_file:
+        write_calibrations(rows, thresholds, record)
+    del path
+
+
+if __name__ == "__main__":
+    main()
