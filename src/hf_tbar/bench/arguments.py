@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass, field
 
 from ..attacks.base import TRIGGERS
-from ..defenses import get_defense
 from ..config import TBARConfig
+from ..defenses import get_defense
 from ..errors import ConfigError
 from ..variants import VARIANTS
 
