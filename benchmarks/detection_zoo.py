@@ -1,12 +1,13 @@
 """Detection on a zoo of clean and backdoored models, and the automatic path's removal on the real trigger.
 
-The zoo spans three worlds of different image families and resolutions: the embedded digits (32 px), the
-captioned world (32 px scenes, contrastive pretraining) and the glyph world (64 px hand-drawn letters). Every
+The zoo spans two worlds of different image families and training: the embedded digits (32 px, supervised
+pretraining of a tiny CLIP) and the captioned world (32 px scenes, contrastive pretraining on captions). Every
 model is trained by its recipe and cached (hf_tbar's cache, keyed by recipe and code):
 
-- tuning part: digits, pretraining seed 0 (and clean seeds 2, 3): 4 attacks x targets 0, 4, 7;
-- held-out part: digits seed 1 (4 attacks x 3 targets, and clean), glyphs (4 attacks x 3 targets, clean
-  seeds 0 and 1), captions (the attacks that implant, clean seed 0).
+- tuning part: digits, pretraining seed 0 (clean, and the 4 attacks toward class 0), and a clean digits model
+  of pretraining seed 2;
+- held-out part: digits of pretraining seed 1 (clean, and the 4 attacks toward class 4: another seed and
+  another target), and the captioned world (clean, BadNets, Blended).
 
 Each model is judged by every registered detector on 128 clean validation images (with their labels). The
 anomaly-index thresholds of the class-conditional detectors are chosen on the tuning part (the lowest threshold
@@ -17,13 +18,12 @@ the real trigger). The chosen thresholds and the rates measured per world are wr
 ``src/hf_tbar/detection/calibrations.json``: the verdicts of ``hf-tbar scan`` call models of these worlds
 calibrated, and no others.
 
-Removal: for the digits models of the tuning seed (4 attacks x targets 0, 4, 7) and the captioned BadNets and
-Blended models, TBAR runs with the verdict's trigger and class and the default configuration
-(``BackdoorUnlearner.unlearn(verdict, ...)``, as ``--trigger auto`` does), and the sanitized model is measured
-on the test split with the attack's *real* trigger.
+Removal: for every backdoored model, TBAR runs with the verdict's trigger and class and the default
+configuration (``BackdoorUnlearner.unlearn(verdict, ...)``, as ``--trigger auto`` does), and the sanitized
+model is measured on the test split with the attack's *real* trigger.
 
     python benchmarks/detection_zoo.py
-    python benchmarks/detection_zoo.py --worlds digits --seeds 0 --targets 0 --no_removal   # a quick look
+    python benchmarks/detection_zoo.py --worlds digits --held_out_seeds --no_removal   # a quick look
 """
 
 from __future__ import annotations
@@ -112,35 +112,23 @@ def captions_entry(part: str, seed: int, attack: str | None) -> Entry:
     )
 
 
-def glyphs_entry(part: str, seed: int, attack: str | None, target: int | None) -> Entry:
-    from hf_tbar.embedded import glyph_scenario
-
-    scenario = glyph_scenario(attack or "badnets", target=target or 0, seed=seed)
-    path = scenario.clean_path if attack is None else scenario.backdoored_path
-    splits = {"train": scenario.train, "validation": scenario.validation, "test": scenario.test}
-    trigger = None if attack is None else scenario.trigger
-    return Entry("glyphs@64", part, seed, attack, target, path, scenario.task, trigger, splits)
-
-
 def zoo(args: argparse.Namespace) -> list[tuple[str, callable]]:
-    """``(name, build)`` of every model of the zoo, in the order they are built and judged."""
+    """``(part, build)`` of every model of the zoo, in the order they are built and judged."""
     plan = []
     if "digits" in args.worlds:
-        for seed in args.seeds:
-            part = "tuning" if seed == 0 else "held-out"
-            plan.append((part, lambda s=seed, p=part: digits_entry(p, s, None, None)))
-            for attack in args.attacks:
-                for target in args.targets:
-                    plan.append((part, lambda s=seed, p=part, a=attack, t=target: digits_entry(p, s, a, t)))
+        for part, seeds, targets in (
+            ("tuning", args.tuning_seeds, args.tuning_targets),
+            ("held-out", args.held_out_seeds, args.held_out_targets),
+        ):
+            for seed in seeds:
+                plan.append((part, lambda s=seed, p=part: digits_entry(p, s, None, None)))
+                for attack in args.attacks:
+                    for target in targets:
+                        plan.append(
+                            (part, lambda s=seed, p=part, a=attack, t=target: digits_entry(p, s, a, t))
+                        )
         for seed in args.extra_clean_seeds:
-            part = "tuning" if seed in (2, 3) else "held-out"
-            plan.append((part, lambda s=seed, p=part: digits_entry(p, s, None, None)))
-    if "glyphs" in args.worlds:
-        for seed in args.glyph_seeds:
-            plan.append(("held-out", lambda s=seed: glyphs_entry("held-out", s, None, None)))
-        for attack in args.attacks:
-            for target in args.targets:
-                plan.append(("held-out", lambda a=attack, t=target: glyphs_entry("held-out", 0, a, t)))
+            plan.append(("tuning", lambda s=seed: digits_entry("tuning", s, None, None)))
     if "captions" in args.worlds:
         plan.append(("held-out", lambda: captions_entry("held-out", 0, None)))
         for attack in args.caption_attacks:
@@ -376,15 +364,24 @@ def write_calibrations(rows: list[dict], thresholds: dict[str, float], record) -
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worlds", nargs="+", default=["digits", "glyphs", "captions"])
+    parser.add_argument("--worlds", nargs="+", default=["digits", "captions"], choices=["digits", "captions"])
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
-    parser.add_argument("--targets", nargs="+", type=int, default=[0, 4, 7])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="Digits pretraining seeds.")
     parser.add_argument(
-        "--extra_clean_seeds", nargs="+", type=int, default=[2, 3], help="More clean digits models."
+        "--tuning_seeds", nargs="*", type=int, default=[0], help="Digits seeds of the tuning part."
     )
-    parser.add_argument("--glyph_seeds", nargs="+", type=int, default=[0, 1], help="Clean glyph models.")
-    parser.add_argument("--caption_attacks", nargs="+", default=["badnets", "blended", "wanet", "sig"])
+    parser.add_argument("--tuning_targets", nargs="+", type=int, default=[0])
+    parser.add_argument(
+        "--held_out_seeds", nargs="*", type=int, default=[1], help="Digits seeds of the held-out part."
+    )
+    parser.add_argument("--held_out_targets", nargs="+", type=int, default=[4])
+    parser.add_argument(
+        "--extra_clean_seeds",
+        nargs="*",
+        type=int,
+        default=[2],
+        help="More clean digits models (tuning part).",
+    )
+    parser.add_argument("--caption_attacks", nargs="*", default=["badnets", "blended"])
     parser.add_argument("--detection_images", type=int, default=128)
     parser.add_argument("--no_removal", action="store_true", help="Skip the removal part.")
     parser.add_argument("--no_calibration_file", action="store_true", help="Do not write calibrations.json.")
@@ -401,7 +398,6 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     config = DetectionConfig(detection_images=args.detection_images)
     rows, removals = [], []
-    removal_set = {("digits@32", 0), ("captions@32", 0)}
     for part, build in zoo(args):
         entry = build()
         row, verdict, unlearner = judge(entry, config)
@@ -416,10 +412,9 @@ def main(argv: list[str] | None = None) -> None:
             + f", {row['seconds']:.0f} s",
             flush=True,
         )
-        if not args.no_removal and entry.attack is not None and (entry.world, entry.seed) in removal_set:
-            if entry.world != "captions@32" or entry.attack in ("badnets", "blended"):
-                removals.append(removal(entry, verdict, unlearner))
-                print(removal_table(removals[-1:]).splitlines()[-1], flush=True)
+        if not args.no_removal and entry.attack is not None:
+            removals.append(removal(entry, verdict, unlearner))
+            print(removal_table(removals[-1:]).splitlines()[-1], flush=True)
     class_detectors = [name for name in DETECTORS if name.startswith("class-")]
     thresholds = choose_thresholds([r for r in rows if r["part"] == "tuning"], class_detectors)
     detection = detection_table(rows, thresholds)
@@ -430,8 +425,8 @@ def main(argv: list[str] | None = None) -> None:
         results.table_from_markdown(
             detection,
             notes=f"{args.detection_images} clean validation images per model. Thresholds of the anomaly index "
-            "chosen on the tuning part (digits, pretraining seed 0 and clean seeds 2, 3); the held-out part is "
-            "other seeds and other worlds. TPR over backdoored models whose backdoor implanted (real ASR >= 50%); "
+            "chosen on the tuning part (digits, pretraining seed 0, and a clean model of seed 2); the held-out "
+            "part is another seed with another target, and the captioned world. TPR over backdoored models whose backdoor implanted (real ASR >= 50%); "
             "FPR over clean models; target found: share of flagged models whose class is the attack's target.",
         ),
     )

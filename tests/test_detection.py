@@ -173,8 +173,11 @@ def test_class_inversion_finds_the_class_a_planted_shortcut_points_to():
             logits = torch.stack([mean * 3, 2 - mean * 3, 40 * (corner - 0.9), 1 - mean], dim=1)
             return logits + 0 * self.weight
 
-    pixels = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.8
-    result = invert_classes(Shortcut(), pixels, None, ClassInversionConfig(steps=60, learning_rate=0.2))
+    noise = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    pixels = torch.cat([noise[:16] * 0.5, noise[16:] * 0.8 + 0.1])  # dark images go to class 1, bright to 0
+    labels = Shortcut()(pixels).argmax(-1)  # each class is inverted on the images not already sent there
+    assert set(labels.tolist()) == {0, 1}
+    result = invert_classes(Shortcut(), pixels, labels, ClassInversionConfig(steps=60, learning_rate=0.2))
     sizes = result.sizes()
     assert result.target == 2 and sizes[2] == min(sizes.values()) and result.indices is not None
 

@@ -57,14 +57,14 @@ class ClassInversionConfig:
     """Settings of the per-class inversion (one family), and of the anomaly index that judges it."""
 
     family: Family = field(default="patch", metadata={"help": "Trigger family: 'patch' or 'perturbation'."})
-    steps: int = field(default=200, metadata={"help": "Most optimisation steps per class."})
-    batch_size: int = field(default=32, metadata={"help": "Clean images per step."})
+    steps: int = field(default=100, metadata={"help": "Most optimisation steps per class."})
+    batch_size: int = field(default=16, metadata={"help": "Clean images per step."})
     learning_rate: float = field(default=0.1, metadata={"help": "Adam learning rate."})
     success: float = field(
         default=0.9,
         metadata={"help": "Share of a batch sent to the class for the trigger to count as found."},
     )
-    init_lambda: float = field(default=0.01, metadata={"help": "Initial weight of the size penalty."})
+    init_lambda: float = field(default=0.1, metadata={"help": "Initial weight of the size penalty."})
     lambda_multiplier: float = field(
         default=2.0, metadata={"help": "Factor lambda is multiplied/divided by."}
     )
@@ -72,9 +72,11 @@ class ClassInversionConfig:
         default=5, metadata={"help": "Steps of success/failure before lambda moves."}
     )
     early_stop_patience: int = field(
-        default=25,
+        default=0,
         metadata={
-            "help": "Stop a class after this many successful steps without a trigger smaller by min_improvement."
+            "help": "Stop a class after this many successful steps without a trigger smaller by min_improvement "
+            "(0: off, the default; stopping early left clean classes' triggers large and the index meaningless "
+            "on the embedded digits)."
         },
     )
     min_improvement: float = field(
@@ -96,7 +98,7 @@ class ClassInversionConfig:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ConfigError(f"family must be one of {FAMILIES}, got {self.family!r}")
-        for name in ("steps", "batch_size", "lambda_patience", "early_stop_patience", "prescreen_steps"):
+        for name in ("steps", "batch_size", "lambda_patience", "prescreen_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
@@ -106,6 +108,12 @@ class ClassInversionConfig:
             or self.max_classes < MIN_CLASSES
         ):
             raise ConfigError(f"max_classes must be an int >= {MIN_CLASSES}, got {self.max_classes!r}")
+        if (
+            isinstance(self.early_stop_patience, bool)
+            or not isinstance(self.early_stop_patience, int)
+            or (self.early_stop_patience < 0)
+        ):
+            raise ConfigError(f"early_stop_patience must be an int >= 0, got {self.early_stop_patience!r}")
         if not 0 <= self.min_improvement < 1:
             raise ConfigError(f"min_improvement must be in [0, 1), got {self.min_improvement}")
         if not 0 < self.success <= 1:
@@ -237,6 +245,7 @@ def _invert_one(
     batch_size = min(config.batch_size, len(pool))
     best: tuple[float, float, list[torch.Tensor]] | None = None
     stale, steps_run, size_value, share = 0, 0, float("nan"), 0.0
+    anchor: float | None = None
     goal = torch.full((batch_size,), target, dtype=torch.long, device=device)
     for steps_run in range(1, steps + 1):  # noqa: B007 - the count is reported
         chosen = pool[torch.randperm(len(pool), generator=generator)[:batch_size]]
@@ -250,13 +259,14 @@ def _invert_one(
         size_value = float(size.detach())
         succeeded = share >= config.success
         if succeeded and (best is None or size_value < best[0]):
-            improved = best is None or size_value < best[0] * (1 - config.min_improvement)
             best = (size_value, share, [p.detach().clone() for p in params])
-            stale = 0 if improved else stale + 1
-        elif succeeded:
-            stale += 1
+        if succeeded:  # patience counts successful steps since the size last shrank by min_improvement
+            if anchor is None or size_value < anchor * (1 - config.min_improvement):
+                anchor, stale = size_value, 0
+            else:
+                stale += 1
         lam = update_lambda(lam, succeeded, config.lambda_multiplier, config.lambda_patience)
-        if best is not None and stale >= config.early_stop_patience:
+        if config.early_stop_patience and best is not None and stale >= config.early_stop_patience:
             break
     if best is None:
         kept = [p.detach().clone() for p in params]
