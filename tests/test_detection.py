@@ -100,11 +100,17 @@ def test_the_verdict_combines_only_findings_that_count_and_round_trips_json():
         Finding.from_dict({**perturbation.to_dict(), "bogus": 1})
 
 
-def test_the_winner_is_the_counted_flag_furthest_past_its_threshold():
+def test_the_winner_is_the_counted_flag_whose_trigger_works_best_then_furthest_past_its_threshold():
     weak = finding("class-patch", 2.5, 2.0, "above", target=1)
     strong = finding("class-perturbation", 8.0, 2.0, "above", target=2)
-    assert ScanVerdict([weak, strong], 3).winner is strong
+    assert ScanVerdict([weak, strong], 3).winner is strong  # no trigger measured: the margin decides
     assert ScanVerdict([weak, strong], 3).target == 2
+    # a flag far past its threshold whose trigger barely works loses to one whose trigger does
+    weak.trigger_success, strong.trigger_success = 0.9, 0.1
+    assert ScanVerdict([weak, strong], 3).winner is weak
+    assert "its trigger sends 90% there" in weak.summary()
+    payload = json.loads(json.dumps(ScanVerdict([weak, strong], 3).to_dict()))
+    assert payload["winner"] == "class-patch" and payload["findings"][0]["trigger_success"] == 0.9
 
 
 # ------------------------------------------------------------------------------------------ detectors
@@ -136,6 +142,10 @@ def test_every_registered_detector_keeps_the_contract(name, micro_inputs):
     assert result.target is not None and 0 <= result.target < TASK.num_classes
     assert result.target_name == TASK.classnames[result.target]
     assert result.trigger is not None and result.trigger(pixels[:2]).shape == (2, 3, 32, 32)
+    stamped = result.trigger(pixels[labels != result.target])
+    with torch.no_grad():
+        sent = (classifier(stamped).argmax(-1) == result.target).float().mean().item()
+    assert result.trigger_success == pytest.approx(sent)  # measured on the images outside its class
     assert json.loads(json.dumps(result.to_dict()))["detector"] == name
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert {k: p.requires_grad for k, p in model.named_parameters()} == flags

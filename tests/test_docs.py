@@ -198,7 +198,9 @@ def test_every_readme_table_has_its_results_file():
     """The front door ships nothing unrun: every README marker's results file exists (run the commands of
     results/README.md). A table in docs/ whose file is missing renders as "Not run yet: <command>" (checked
     by test_doc_tables_match_their_results_files), and results/README.md lists it as not run."""
-    missing = [p for p in render.check([ROOT / "README.md"], RESULTS) if "is missing (not run yet" in p.message]
+    missing = [
+        p for p in render.check([ROOT / "README.md"], RESULTS) if "is missing (not run yet" in p.message
+    ]
     assert not missing, "\n".join(map(str, missing))
 
 

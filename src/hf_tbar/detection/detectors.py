@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..attacks.base import Trigger
 from ..data.embedded import TaskSpec
 from ..errors import ConfigError
 from ..zeroshot import ZeroShotClassifier
@@ -253,6 +254,33 @@ def _decree(inputs: DetectionInputs) -> Finding:
     )
 
 
+@torch.no_grad()
+def trigger_success(
+    classifier: ZeroShotClassifier,
+    pixels: torch.Tensor,
+    labels: torch.Tensor | None,
+    trigger: Trigger,
+    target: int,
+    batch_size: int = 64,
+) -> float:
+    """Share of ``pixels`` ``(N, 3, S, S)`` (those whose label is not ``target``, when labels are known) that
+    ``trigger`` sends to class ``target``; in ``[0, 1]``."""
+    keep = pixels if labels is None else pixels[labels != target]
+    if len(keep) == 0:
+        keep = pixels
+    device = next(classifier.parameters()).device
+    training = classifier.training
+    classifier.eval()
+    hits = 0
+    try:
+        for start in range(0, len(keep), batch_size):
+            stamped = trigger(keep[start : start + batch_size]).to(device)
+            hits += int((classifier(stamped).argmax(-1) == target).sum())
+    finally:
+        classifier.train(training)
+    return hits / len(keep)
+
+
 def detect(
     model: nn.Module,
     processor,
@@ -283,6 +311,10 @@ def detect(
     findings = []
     for name in config.detectors:
         finding = DETECTORS[name](inputs)
+        if finding.trigger is not None and finding.target is not None:
+            finding.trigger_success = trigger_success(
+                classifier, pixels, labels, finding.trigger, finding.target
+            )
         logger.info("%s", finding.summary())
         findings.append(finding)
     verdict = ScanVerdict(findings=findings, num_classes=task.num_classes)

@@ -44,6 +44,8 @@ class Finding:
         seconds: Its wall time.
         note: Anything the reader must know (e.g. why no statistic could be computed).
         per_class: Per-class sizes, for the class-conditional detectors.
+        trigger_success: Share of the detection images outside ``target``'s class that the inverted trigger
+            sends to ``target`` (measured by :func:`~hf_tbar.detection.detect`; ``None`` without a trigger).
         trigger_file: The file its inverted trigger was saved to, when saved.
         trigger: The inverted trigger (not serialised; see ``trigger_file``).
     """
@@ -63,6 +65,7 @@ class Finding:
     seconds: float = 0.0
     note: str | None = None
     per_class: dict[str, float] | None = None
+    trigger_success: float | None = None
     trigger_file: str | None = None
     trigger: Trigger | None = field(default=None, repr=False, compare=False)
 
@@ -87,6 +90,8 @@ class Finding:
             if self.target is None
             else f"; points to class {self.target}" + (f" ({self.target_name!r})" if self.target_name else "")
         )
+        if self.trigger_success is not None:
+            target += f", its trigger sends {100 * self.trigger_success:.0f}% there"
         note = f" [{self.note}]" if self.note else ""
         return (
             f"{self.detector}: {self.statistic} {value} (flag if {comparison} {self.threshold:g}; "
@@ -128,12 +133,18 @@ class ScanVerdict:
 
     @property
     def winner(self) -> Finding | None:
-        """The counted flag furthest past its threshold (its trigger and class are used for removal); without a
-        counted flag, the finding (of any kind) furthest past its threshold, or ``None`` when none points to a
-        class."""
+        """The counted flag whose inverted trigger works best (its trigger and class are used for removal).
+
+        Among the counted flags, the one whose trigger sends the largest share of clean images to its class
+        (``trigger_success``), then the one furthest past its threshold: TBAR fine-tunes on the inverted
+        trigger, and a trigger at the edge of working (a minimal perturbation that sends 10% of held-out
+        images) yields a trigger vector that removes little. Without a counted flag, the finding (of any kind)
+        chosen the same way, or ``None`` when none points to a class.
+        """
         flagged = [f for f in self.counted if f.flagged and f.target is not None]
         pool = flagged or [f for f in self.findings if f.target is not None and f.trigger is not None]
-        return max(pool, key=lambda f: f.margin, default=None)
+        success = lambda f: -1.0 if f.trigger_success is None else f.trigger_success  # noqa: E731
+        return max(pool, key=lambda f: (success(f), f.margin), default=None)
 
     @property
     def target(self) -> int | None:
