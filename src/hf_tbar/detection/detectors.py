@@ -225,10 +225,13 @@ def _decree(inputs: DetectionInputs) -> Finding:
     result = invert_trigger(inputs.model, inputs.processor, inputs.pixels, config)
     estimate = estimate_target(inputs.classifier, inputs.pixels, result.trigger)
     measured = calibration_entry(inputs.world, "decree", inputs.config.calibration_file)
-    counts = result.calibration not in (UNCALIBRATED,)
+    # An absolute threshold carries between models only as far as it was measured: it counts when the user set
+    # it (their own calibration, or the paper's), never by default - on the detection zoo the default PL1
+    # threshold fitted on one digits model flagged a clean digits model of another seed.
+    counts = result.calibration in (USER_CALIBRATION, "paper")
     source = {
-        "embedded-tiny-clip": "absolute, fitted on hf_tbar's embedded digits CLIP",
-        "paper": "absolute, the paper's 0.1 for foundation-size encoders",
+        "embedded-tiny-clip": "absolute, fitted on hf_tbar's embedded digits CLIP; indicative unless you set it",
+        "paper": "absolute, the paper's 0.1 for foundation-size encoders, chosen by the user",
         USER_CALIBRATION: "absolute, set by the user",
         UNCALIBRATED: "absolute, fitted on another kind of model: uncalibrated here",
     }[result.calibration]
@@ -242,7 +245,7 @@ def _decree(inputs: DetectionInputs) -> Finding:
         threshold=float(result.threshold),
         direction="below",
         threshold_source=source,
-        calibrated=measured is not None or result.calibration == "embedded-tiny-clip",
+        calibrated=measured is not None,
         counts=counts,
         flagged=result.is_backdoored,
         target=estimate.target,

@@ -170,7 +170,8 @@ class ScanVerdict:
             head += f" {winner.target_name!r})" if winner.target_name else ")"
         if not self.counted:
             head += (
-                " - no detector that counts ran (DECREE's absolute threshold is uncalibrated on this model)"
+                " - no detector that counts ran (DECREE's absolute threshold counts only when you set it: "
+                "--detection_threshold)"
             )
         return "\n".join([head, *(f"  {f.summary()}" for f in self.findings)])
 
