@@ -141,6 +141,18 @@ def test_run_info_commit_and_dirty_flag(repo):
     assert results.run_info(repo)["dirty"] is True
 
 
+def test_a_run_records_the_commit_it_started_from_not_one_made_while_it_ran(repo):
+    record = start(repo, [])
+    first = git(repo, "rev-parse", "HEAD")
+    (repo / "benchmarks" / "fake.py").write_text("# changed while the run ran\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "later")
+    assert git(repo, "rev-parse", "HEAD") != first
+    record.table("main", Table(["a"], [["1"]]))
+    data = json.loads(record.write().read_text())
+    assert data["commit"] == first and data["dirty"] is False
+
+
 # --- canonical runs -----------------------------------------------------------------------------------
 
 

@@ -436,6 +436,9 @@ class ResultsRecorder:
     canonical_command: str | None
     root: Path
     started: float = field(default_factory=time.perf_counter)
+    #: The commit, dirty flag, cores, device and versions, read when the run starts: the code that ran is the
+    #: code of that moment, whatever is committed while it runs.
+    info: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -456,7 +459,7 @@ class ResultsRecorder:
             argv=self.argv,
             canonical=self.canonical,
             canonical_command=self.canonical_command,
-            info=run_info(self.root),
+            info=self.info or run_info(self.root),
         )
         print(f"results: {path}", flush=True)  # noqa: T201 - the benchmark's console output
         return path
@@ -534,4 +537,5 @@ def start(
         canonical=matched is not None,
         canonical_command=matched.command if matched else None,
         root=root,
+        info=run_info(root),
     )
