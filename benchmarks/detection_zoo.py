@@ -42,7 +42,7 @@ from hf_tbar import BackdoorUnlearner
 from hf_tbar.bench import results
 from hf_tbar.data import load_embedded_dataset
 from hf_tbar.data.pixels import dataset_to_tensors
-from hf_tbar.detection import CALIBRATION_FILE, DETECTORS, DetectionConfig, ScanVerdict
+from hf_tbar.detection import CALIBRATION_FILE, DETECTORS, DetectionConfig, ScanVerdict, calibration
 from hf_tbar.errors import HfTbarError
 from hf_tbar.loading import load_model
 from hf_tbar.training.backdoor import BackdoorConfig, backdoored_clip_path
@@ -400,6 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Recalibrate from scratch: while the zoo runs, the verdicts use the detectors' own defaults, never a
+    # calibration file an earlier run wrote (which the zoo is about to replace), so every run is the same.
+    calibration.CALIBRATION_FILE = Path(record.path).with_name("no-calibration-while-the-zoo-runs.json")
     config = DetectionConfig(detection_images=args.detection_images)
     rows, removals = [], []
     for part, build in zoo(args):
