@@ -26,8 +26,8 @@ from peft import LoraConfig, get_peft_model
 from hf_tbar import TBARConfig
 from hf_tbar.adapter import LowRank, load_negation_adapter, low_rank_of, save_negation_adapter
 from hf_tbar.bench import results
-from hf_tbar.loading import load_model
 from hf_tbar.models import family_of
+from hf_tbar.models.loading import load_model
 from hf_tbar.vector_fitting import working_copy
 
 

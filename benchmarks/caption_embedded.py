@@ -35,8 +35,8 @@ from hf_tbar.captioned_scenario import captioned_scenario
 from hf_tbar.data.captioned import HELD_OUT_TASKS
 from hf_tbar.defenses import DefenseData, TBARDefenseConfig, get_defense
 from hf_tbar.evaluation import evaluate_model
-from hf_tbar.loading import load_model
 from hf_tbar.metrics import ca_retention
+from hf_tbar.models.loading import load_model
 from hf_tbar.scale_search import NoFeasibleScaleError
 from hf_tbar.training.captioned import CaptionPretrainConfig, captioned_clip_path, zero_shot_accuracies
 

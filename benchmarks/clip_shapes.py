@@ -120,9 +120,8 @@ def build_random_clip(model: str, folder: Path, corpus: list[str] | tuple[str, .
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
-    from hf_tbar.loading import PILImageProcessor
-    from hf_tbar.tiny_clip import CLIP_MEAN, CLIP_STD, save_clip
-    from hf_tbar.tokenizer import END_TOKEN, START_TOKEN, build_clip_tokenizer
+    from hf_tbar.models.tiny_clip import CLIP_MEAN, CLIP_STD, PILImageProcessor, save_clip
+    from hf_tbar.models.tokenizer import END_TOKEN, START_TOKEN, build_clip_tokenizer
 
     stamp = folder / "benchmark_build.json"
     recipe = {"model": model, "corpus": list(corpus), "seed": seed}

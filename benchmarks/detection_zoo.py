@@ -44,7 +44,7 @@ from hf_tbar.data import load_embedded_dataset
 from hf_tbar.data.pixels import dataset_to_tensors
 from hf_tbar.detection import CALIBRATION_FILE, DETECTORS, DetectionConfig, ScanVerdict, calibration
 from hf_tbar.errors import HfTbarError
-from hf_tbar.loading import load_model
+from hf_tbar.models.loading import load_model
 from hf_tbar.training.backdoor import BackdoorConfig, backdoored_clip_path
 from hf_tbar.training.pretrain import PretrainConfig, pretrained_clip_path
 

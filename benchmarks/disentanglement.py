@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from hf_tbar import BackdoorUnlearner, TaskVector, TBARConfig, embedded_scenario, load_clip
+from hf_tbar import BackdoorUnlearner, TaskVector, TBARConfig, embedded_scenario, load_model
 from hf_tbar.analysis import disentanglement_error, plot_disentanglement
 from hf_tbar.bench import draw_clean_subset, results
 from hf_tbar.defenses import CleanFinetuneConfig, DefenseData, run_defense
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     sc = embedded_scenario(args.attack, target=args.target)
-    model, processor = load_clip(sc.backdoored_path if args.base == "backdoored" else sc.clean_path)
+    model, processor = load_model(sc.backdoored_path if args.base == "backdoored" else sc.clean_path)
     pixels, labels = draw_clean_subset(sc.train, args.set_size, args.seed)
     config = TBARConfig(
         steps=args.steps, learning_rate=args.learning_rate, unlearning_set_size=args.set_size, seed=args.seed

@@ -71,10 +71,10 @@ def run_child(model_dir: Path, data_dir: Path, size: int) -> dict:
     from hf_tbar.data import DataArguments, load_task_data
     from hf_tbar.data.images import DatasetImages
     from hf_tbar.evaluation import EVAL_BATCH_SIZE, evaluate_classifier
-    from hf_tbar.tiny_clip import load_clip
+    from hf_tbar.models.loading import load_model
     from hf_tbar.zeroshot import ZeroShotClassifier, build_zero_shot_head
 
-    model, processor = load_clip(model_dir)
+    model, processor = load_model(model_dir)
     data = load_task_data(DataArguments(dataset_name=str(data_dir), max_eval_samples=size))
     images = DatasetImages(data.test, processor, data.image_column, data.label_column, "test images")
     head = build_zero_shot_head(model, processor.tokenizer, data.task)

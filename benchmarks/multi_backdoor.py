@@ -25,7 +25,7 @@ from hf_tbar.attacks import poison_dataset
 from hf_tbar.bench import results
 from hf_tbar.data import load_embedded_dataset
 from hf_tbar.io import atomic_output_dir
-from hf_tbar.loading import load_model
+from hf_tbar.models.loading import load_model
 from hf_tbar.training.backdoor import BackdoorConfig, backdoor_clip
 from hf_tbar.training.cache import cached_checkpoint
 from hf_tbar.training.pretrain import PretrainConfig, pretrained_clip_path

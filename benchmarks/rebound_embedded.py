@@ -26,9 +26,9 @@ from hf_tbar.bench.harness import BenchRun, draw_clean_subset
 from hf_tbar.defenses import DEFENSES, DefenseData, get_defense
 from hf_tbar.embedded import embedded_scenario
 from hf_tbar.evaluation import EvalResult
+from hf_tbar.models.loading import load_model
 from hf_tbar.rebound import ReboundConfig, rebound
 from hf_tbar.scale_search import NoFeasibleScaleError
-from hf_tbar.tiny_clip import load_clip
 from hf_tbar.variants import VARIANTS
 
 
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
     scenario = embedded_scenario(args.attack)
-    backdoored, processor = load_clip(scenario.backdoored_path)
-    clean, _ = load_clip(scenario.clean_path)
+    backdoored, processor = load_model(scenario.backdoored_path)
+    clean, _ = load_model(scenario.clean_path)
     config = ReboundConfig(
         steps=args.rebound_steps,
         learning_rate=args.learning_rate,

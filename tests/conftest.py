@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from helpers import MICRO  # noqa: E402
-from hf_tbar.tiny_clip import build_tiny_clip  # noqa: E402
+from hf_tbar.models.tiny_clip import build_tiny_clip  # noqa: E402
 
 CORPUS = ["zero", "one", "two", "a photo of {}.", "the number {}."]
 

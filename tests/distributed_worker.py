@@ -23,7 +23,7 @@ import hf_tbar.vector_fitting as unlearner_module
 from helpers import MICRO
 from hf_tbar import BackdoorUnlearner, TBARConfig
 from hf_tbar.data import TaskSpec
-from hf_tbar.tiny_clip import build_tiny_clip
+from hf_tbar.models.tiny_clip import build_tiny_clip
 from hf_tbar.training.loop import run_training
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.",))

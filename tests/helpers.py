@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hf_tbar.tiny_clip import TinyCLIPConfig
+from hf_tbar.models.tiny_clip import TinyCLIPConfig
 
 #: A 1-layer, width-32 CLIP on 32 px images: built offline in milliseconds.
 MICRO = TinyCLIPConfig(

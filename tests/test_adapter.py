@@ -12,7 +12,7 @@ from helpers import MICRO
 from hf_tbar import BackdoorUnlearner, BadNets, TaskSpec, TBARConfig
 from hf_tbar.adapter import load_negation_adapter, save_negation_adapter
 from hf_tbar.errors import ConfigError, OutputExistsError
-from hf_tbar.tiny_clip import build_tiny_clip
+from hf_tbar.models.tiny_clip import build_tiny_clip
 from hf_tbar.zeroshot import ZeroShotClassifier
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.", "the number {}."))
@@ -107,7 +107,7 @@ def test_cli_writes_the_adapter_and_pushes_it_as_a_peft_repo(tmp_path):
 
     from hf_tbar.cli import main
     from hf_tbar.data.examples import write_example_folder
-    from hf_tbar.tiny_clip import save_clip
+    from hf_tbar.models.tiny_clip import save_clip
 
     model, processor = build_tiny_clip(MICRO, ["red", "green", "blue", "a photo of a {}."], seed=0)
     folder = save_clip(model, processor, tmp_path / "my-clip")

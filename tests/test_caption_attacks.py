@@ -61,7 +61,7 @@ def test_task_split_gives_labelled_captioned_scenes_of_the_task():
 
 def test_the_poisoned_scenario_is_built_cached_and_trains_both_towers(tmp_path, monkeypatch):
     from hf_tbar.captioned_scenario import captioned_scenario
-    from hf_tbar.loading import load_model
+    from hf_tbar.models.loading import load_model
 
     monkeypatch.setenv("HF_TBAR_CACHE", str(tmp_path))
     backdoor = CaptionBackdoorConfig(

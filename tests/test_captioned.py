@@ -10,7 +10,7 @@ from hf_tbar.data.captioned import (
     render_pairs,
     task_labels,
 )
-from hf_tbar.tokenizer import build_clip_tokenizer
+from hf_tbar.models.tokenizer import build_clip_tokenizer
 from hf_tbar.training.captioned import CaptionPretrainConfig, pretrain_captioned_clip, zero_shot_accuracies
 from hf_tbar.training.losses import contrastive_loss
 
@@ -39,8 +39,8 @@ def test_held_out_tasks_label_only_the_scenes_they_apply_to_and_no_caption_is_tr
 
 
 def test_contrastive_pretraining_trains_both_towers_and_scores_every_task(tmp_path):
-    from hf_tbar.loading import load_model
-    from hf_tbar.tiny_clip import build_tiny_clip
+    from hf_tbar.models.loading import load_model
+    from hf_tbar.models.tiny_clip import build_tiny_clip
 
     config = CaptionPretrainConfig(pairs=256, steps=6, batch_size=32, warmup_steps=1, learning_rate=3e-3)
     model, processor = load_model(pretrain_captioned_clip(config, tmp_path / "captioned"))

@@ -19,7 +19,7 @@ from hf_tbar.errors import (
     OutputExistsError,
 )
 from hf_tbar.io import check_output_dir
-from hf_tbar.tiny_clip import build_tiny_clip, save_clip
+from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
 
 
 def _one_error_line(capsys, command: str) -> str:

@@ -7,8 +7,9 @@ from transformers import CLIPModel, CLIPProcessor
 
 from hf_tbar.data import TaskSpec, dataset_to_tensors, load_embedded_dataset, normalize_pixels
 from hf_tbar.io import atomic_output_dir
-from hf_tbar.tiny_clip import TinyCLIPConfig, load_clip, save_clip
-from hf_tbar.tokenizer import build_clip_tokenizer
+from hf_tbar.models.loading import load_model
+from hf_tbar.models.tiny_clip import TinyCLIPConfig, save_clip
+from hf_tbar.models.tokenizer import build_clip_tokenizer
 from hf_tbar.zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 
@@ -87,10 +88,10 @@ def test_atomic_dir_keeps_existing_folder_on_failure(tmp_path):
 
 def test_load_clip_rejects_folders_that_are_not_clip_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="no config.json"):
-        load_clip(tmp_path)
+        load_model(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="model_type 'bert'"):
-        load_clip(tmp_path)
+        load_model(tmp_path)
 
 
 def test_pixels_round_trip_and_normalisation(micro_clip):

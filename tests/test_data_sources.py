@@ -35,7 +35,7 @@ from hf_tbar.data.arguments import DEFAULT_TEMPLATES
 from hf_tbar.data.loader import to_rgb
 from hf_tbar.data.sources import select_data_source
 from hf_tbar.errors import ConfigError, DataError
-from hf_tbar.tiny_clip import build_tiny_clip
+from hf_tbar.models.tiny_clip import build_tiny_clip
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 210)}
 MODES = ("RGB", "L", "RGBA", "P")

@@ -23,7 +23,7 @@ from hf_tbar.detection import (
     mean_pairwise_cosine,
     update_lambda,
 )
-from hf_tbar.tiny_clip import build_tiny_clip, save_clip
+from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
 from hf_tbar.zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 FAST = dict(steps=12, batch_size=8, early_stop_patience=5)
@@ -273,12 +273,12 @@ def test_estimate_target_reports_the_majority_class(tiny_clip, clean_pixels):
 def test_default_config_separates_the_embedded_clean_and_badnets_models(badnets_scenario):
     """DECREE with its default thresholds on the embedded pair: the clean model is not flagged, the backdoored
     one is, on the class of the attack; both verdicts rest on the embedded calibration (their recipe files)."""
-    from hf_tbar.tiny_clip import load_clip
+    from hf_tbar.models.loading import load_model
 
     sc = badnets_scenario
     verdicts = {}
     for name, path in (("clean", sc.clean_path), ("badnets", sc.backdoored_path)):
-        model, processor = load_clip(path)
+        model, processor = load_model(path)
         pixels = sc.validation[0][:128]
         result = invert_trigger(model, processor, pixels, DecreeConfig(steps=150))  # ~10 s; separates already
         head = build_zero_shot_head(model, processor.tokenizer, sc.task)

@@ -45,7 +45,7 @@ from hf_tbar.hub import (
 )
 from hf_tbar.hub import push as push_module
 from hf_tbar.hub.card import CARD_TAGS, FORCED_TAG
-from hf_tbar.tiny_clip import build_tiny_clip, save_clip
+from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
 
 TOKEN = "hf_test_secret_token_0123456789"
 REPO_ID = "tbar-user/clip-sanitized"

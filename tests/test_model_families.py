@@ -15,9 +15,9 @@ from hf_tbar.detection import DETECTORS
 from hf_tbar.detection.decree import image_encoder
 from hf_tbar.errors import InputError, ModelAtChanceError, ModelLoadError
 from hf_tbar.hub.staging import check_clip_checkpoint
-from hf_tbar.loading import load_model
 from hf_tbar.models import MODEL_FAMILIES, ModelFamily, family_of, get_model_family, register_model_family
-from hf_tbar.tiny_clip import save_clip
+from hf_tbar.models.loading import load_model
+from hf_tbar.models.tiny_clip import save_clip
 from hf_tbar.zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 TASK = TaskSpec(("red", "green", "blue"), ("a photo of a {}.", "a {} picture."))

@@ -19,9 +19,9 @@ from hf_tbar.data.arguments import DEFAULT_TEMPLATES
 from hf_tbar.data.embedded import TaskSpec
 from hf_tbar.errors import ConfigError, DataError, InputError
 from hf_tbar.evaluation import EvalResult
+from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
 from hf_tbar.rebound import ReboundConfig, poisoned_mix, rebound
 from hf_tbar.report_schema import REPORT_FILE, TBARReport
-from hf_tbar.tiny_clip import build_tiny_clip, save_clip
 
 COLOURS = {"blue": (0.1, 0.15, 0.8), "green": (0.1, 0.8, 0.15), "red": (0.85, 0.1, 0.1)}
 TASK = TaskSpec(classnames=tuple(COLOURS), templates=("a photo of a {}.",))

@@ -22,8 +22,9 @@ import hf_tbar
 from helpers import full_folder, read_only_folder
 from hf_tbar import BackdoorUnlearner, TaskVector
 from hf_tbar.data import TaskSpec
+from hf_tbar.models.loading import load_model
+from hf_tbar.models.tiny_clip import save_clip
 from hf_tbar.streaming import stream_task_arithmetic
-from hf_tbar.tiny_clip import load_clip, save_clip
 
 SOURCE = Path(hf_tbar.__file__).parent
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.",))
@@ -93,7 +94,7 @@ def test_load_clip_drops_trust_remote_code(checkpoint, monkeypatch):
         return original(cls, *args, **kwargs)
 
     monkeypatch.setattr(CLIPModel, "from_pretrained", classmethod(spy))
-    load_clip(checkpoint, trust_remote_code=True)
+    load_model(checkpoint, trust_remote_code=True)
     assert "trust_remote_code" not in seen
 
 
@@ -106,7 +107,7 @@ def test_a_pickle_only_checkpoint_is_refused_and_never_unpickled(checkpoint, tmp
     malicious_pickle(checkpoint / "pytorch_model.bin", marker)
     before = digest(checkpoint)
     with pytest.raises(ValueError, match="no safetensors weights"):
-        load_clip(checkpoint)
+        load_model(checkpoint)
     with pytest.raises(ValueError, match="no safetensors weights"):
         BackdoorUnlearner(checkpoint, task=TASK)
     with pytest.raises(ValueError, match="pytorch_model.bin is a pickle checkpoint"):
@@ -118,7 +119,7 @@ def test_a_pickle_only_checkpoint_is_refused_and_never_unpickled(checkpoint, tmp
 def test_a_pickle_next_to_safetensors_weights_is_ignored(checkpoint, tmp_path):
     marker = tmp_path / "pwned"
     malicious_pickle(checkpoint / "pytorch_model.bin", marker)
-    model, _ = load_clip(checkpoint)
+    model, _ = load_model(checkpoint)
     assert not marker.exists()
     out = stream_task_arithmetic(checkpoint, checkpoint, tmp_path / "out", 0.5, progress=False)
     assert not (out / "pytorch_model.bin").exists(), "pickles are never copied into an output"
@@ -144,7 +145,7 @@ def test_corrupted_weights_are_refused_naming_the_checkpoint(checkpoint, damage)
     file.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:8] + b"#garbage" + data[16:])
     before = digest(checkpoint)
     with pytest.raises(ValueError, match=f"cannot load the CLIP weights of {checkpoint}"):
-        load_clip(checkpoint)
+        load_model(checkpoint)
     assert digest(checkpoint) == before
 
 
@@ -181,7 +182,7 @@ def test_weights_that_contradict_config_json_are_refused(checkpoint, vision, mes
     with pytest.raises(
         ValueError, match=f"{checkpoint}: the weights do not match its config.json: {message}"
     ):
-        load_clip(checkpoint)
+        load_model(checkpoint)
 
 
 def test_extra_tensor_in_the_weights_is_refused(checkpoint):
@@ -191,7 +192,7 @@ def test_extra_tensor_in_the_weights_is_refused(checkpoint):
     tensors["vision_model.backdoor.weight"] = torch.zeros(2)
     save_file(tensors, checkpoint / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match="'vision_model.backdoor.weight'"):
-        load_clip(checkpoint)
+        load_model(checkpoint)
 
 
 # ------------------------------------------------------------------------------ outputs

@@ -7,7 +7,7 @@ import pytest
 from helpers import MICRO
 from hf_tbar.cli import main
 from hf_tbar.data.examples import write_example_folder
-from hf_tbar.tiny_clip import build_tiny_clip, save_clip
+from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
 
 
 def last_line(text: str) -> str:

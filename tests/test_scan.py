@@ -23,7 +23,7 @@ from hf_tbar.data.arguments import DEFAULT_TEMPLATES
 from hf_tbar.detection import UNCALIBRATED_NOTE, DecreeConfig, calibration_for, invert_trigger
 from hf_tbar.detection.calibration import RECIPE_FILE
 from hf_tbar.errors import ConfigError, DataError, ModelAtChanceError
-from hf_tbar.tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
+from hf_tbar.models.tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 210)}
 CLASSNAMES = ("blue", "green", "red")  # imagefolder sorts the class folders

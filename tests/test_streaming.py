@@ -19,8 +19,8 @@ import hf_tbar.streaming.writer as writer
 from helpers import MICRO, full_folder
 from helpers import read_only_folder as _read_only_folder
 from hf_tbar.errors import OutputError
+from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
 from hf_tbar.streaming import parse_size, stream_apply_vector, stream_task_arithmetic, stream_task_vector
-from hf_tbar.tiny_clip import build_tiny_clip, save_clip
 
 TINY = MICRO
 CORPUS = ["zero", "one", "a photo of {}."]

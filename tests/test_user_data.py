@@ -20,7 +20,7 @@ from hf_tbar.data.images import DatasetImages
 from hf_tbar.errors import DataError, InputError, ModelAtChanceError
 from hf_tbar.evaluation import evaluate_classifier
 from hf_tbar.hub.gate import SafetyGateError
-from hf_tbar.tiny_clip import build_tiny_clip, save_clip
+from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
 
 CLASSES = ("red", "green", "blue")
 COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (40, 50, 210)}

@@ -20,7 +20,7 @@ from hf_tbar.data.embedded import TaskSpec
 from hf_tbar.data.examples import EXAMPLE_CLASSES, example_image
 from hf_tbar.data.task_data import resolve_target
 from hf_tbar.errors import DataError
-from hf_tbar.tiny_clip import build_tiny_clip, save_clip
+from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
 
 TEMPLATE = "a photo of a {}."
 CLASSES = tuple(EXAMPLE_CLASSES)  # red, green, blue

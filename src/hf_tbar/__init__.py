@@ -10,6 +10,8 @@
 
 __version__ = "0.1.0"
 
+import warnings
+
 from .attacks import SIG, BadNets, Blended, Trigger, WaNet, build_trigger, register_trigger
 from .config import TBARConfig
 from .data import DataArguments, TaskSpec, load_task_data, register_data_source
@@ -19,12 +21,17 @@ from .embedded import embedded_scenario
 from .errors import HfTbarError
 from .evaluation import evaluate_model
 from .hub import PushConfig, push_sanitized_model
-from .loading import load_model
-from .models import ModelFamily, register_model_family
+from .models import (
+    ModelFamily,
+    TinyCLIPConfig,
+    build_tiny_clip,
+    load_model,
+    register_model_family,
+    save_clip,
+)
 from .report_schema import TBARReport
 from .scale_search import ScaleSearchConfig
 from .task_vector import TaskVector
-from .tiny_clip import TinyCLIPConfig, build_tiny_clip, load_clip, save_clip
 from .unlearner import BackdoorUnlearner, UnlearningResult
 from .variants import register_variant
 
@@ -52,7 +59,6 @@ __all__ = [
     "embedded_scenario",
     "evaluate_model",
     "invert_trigger",
-    "load_clip",
     "load_model",
     "load_task_data",
     "push_sanitized_model",
@@ -64,3 +70,16 @@ __all__ = [
     "run_defense",
     "save_clip",
 ]
+
+
+def __getattr__(name: str):
+    """``load_clip``, the name of :func:`load_model` from before model families (deprecated: warns)."""
+    if name == "load_clip":
+        warnings.warn(
+            "hf_tbar.load_clip is deprecated and will be removed: use hf_tbar.load_model (it loads every "
+            "registered model family)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return load_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

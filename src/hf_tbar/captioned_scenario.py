@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .data.captioned import task_split
 from .embedded import EmbeddedScenario
-from .tiny_clip import load_clip
+from .models.loading import load_model
 from .training.captioned import captioned_clip_path
 from .training.captioned_backdoor import CaptionBackdoorConfig, poisoned_captioned_clip_path
 
@@ -31,7 +31,7 @@ def captioned_scenario(
     """
     backdoor = backdoor or CaptionBackdoorConfig.for_attack(attack)
     backdoored_path = poisoned_captioned_clip_path(backdoor)
-    _, processor = load_clip(backdoored_path)
+    _, processor = load_model(backdoored_path)
     side = backdoor.pretrain.architecture.image_size
     sizes = {"train": train_size, "validation": validation_size, "test": test_size}
     splits = {name: task_split(backdoor.task, sizes[name], SPLIT_SEEDS[name], side) for name in sizes}

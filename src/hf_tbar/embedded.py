@@ -10,7 +10,7 @@ import torch
 from .attacks.base import Trigger
 from .data.embedded import TaskSpec, load_embedded_dataset
 from .data.pixels import dataset_to_tensors
-from .tiny_clip import load_clip
+from .models.loading import load_model
 from .training.backdoor import BackdoorConfig, backdoored_clip_path
 from .training.pretrain import PretrainConfig, pretrained_clip_path
 
@@ -54,7 +54,7 @@ def embedded_scenario(
     backdoor = backdoor or BackdoorConfig.for_attack(attack, attack_params, target=target)
     clean_path = pretrained_clip_path(pretrain)
     backdoored_path = backdoored_clip_path(backdoor, pretrain)
-    _, processor = load_clip(backdoored_path)
+    _, processor = load_model(backdoored_path)
     dataset, task = load_embedded_dataset(
         pretrain.dataset, image_size=pretrain.architecture.image_size, seed=pretrain.seed
     )

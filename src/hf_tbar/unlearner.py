@@ -32,12 +32,12 @@ from .evaluating import Evaluating
 from .evaluation import ensure_solves_task
 from .io import refuse_overlap
 from .models import ModelFamily, family_of
+from .models.loading import load_model
 from .multi import MultiUnlearning
 from .publishing import Publishing
 from .results import NoBackdoorDetectedError, UnlearningResult, run_warnings
 from .scale_search import ScaleSearchConfig
 from .task_vector import TaskVector
-from .tiny_clip import load_clip
 from .unlearning_set import make_unlearning_set, split_found_images
 from .variants import VARIANTS, VectorFits
 from .vector_fitting import Images, VectorFitting
@@ -96,7 +96,7 @@ class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
             self.source = str(model)
-            model, loaded_processor = load_clip(model)
+            model, loaded_processor = load_model(model)
             processor = processor or loaded_processor
         try:
             self.family: ModelFamily = family_of(model)

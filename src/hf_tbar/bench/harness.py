@@ -25,8 +25,8 @@ from ..embedded import EmbeddedScenario, embedded_scenario
 from ..errors import ModelAtChanceError
 from ..evaluation import EvalResult, evaluate_model
 from ..metrics import ca_retention
+from ..models.loading import load_model
 from ..scale_search import NoFeasibleScaleError
-from ..tiny_clip import load_clip
 from .arguments import BenchArguments
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def benchmark_attack(
     on_row: Callable[[BenchRow], None] | None = None,
 ) -> list[BenchRow]:
     """Every defense x set size x clean share x seed on one attack's backdoored model; rows in run order."""
-    model, processor = load_clip(scenario.backdoored_path)
+    model, processor = load_model(scenario.backdoored_path)
     model.eval()
 
     def score(candidate) -> EvalResult:

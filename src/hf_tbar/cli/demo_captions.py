@@ -12,7 +12,7 @@ from pathlib import Path
 from ..captioned_scenario import captioned_scenario
 from ..config import TBARConfig
 from ..evaluation import evaluate_model
-from ..loading import load_model
+from ..models.loading import load_model
 from ..report import PLOT_FILE, REPORT_FILE
 from ..unlearner import BackdoorUnlearner
 from .common import format_table

@@ -24,7 +24,7 @@ from ..errors import ConfigError, DataError
 from ..evaluation import ensure_solves_task, evaluate_classifier
 from ..hub.provenance import base_model_provenance
 from ..io import atomic_output_dir, check_output_dir, write_json
-from ..loading import load_clip
+from ..models.loading import load_model
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def scan(
     """
     if args.output_dir is not None:  # refused before the scan, not after it
         check_output_dir(args.output_dir, [args.model, data_args.dataset_name], overwrite=args.overwrite)
-    model, processor = load_clip(args.model)
+    model, processor = load_model(args.model)
     data = load_task_data(data_args)
     pixels, labels, rows = clean_pixels(
         data, args.split, detection.detection_images, data_args.data_seed, processor

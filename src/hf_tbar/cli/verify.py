@@ -32,7 +32,7 @@ from ..data.task_data import resolve_target
 from ..errors import ConfigError, DataError, InputError
 from ..evaluation import EvalResult, evaluate_model
 from ..hub.gate import REPORT_NAME, load_report
-from ..loading import load_clip
+from ..models.loading import load_model
 from ..rebound import ReboundConfig, rebound
 from ..report_schema import TBARReport
 from .common import TriggerArguments, format_table
@@ -165,7 +165,7 @@ def check_model(
 ) -> list[tuple[str, EvalResult]]:
     """Rows ``(label, CA / ASR)`` of one model: as loaded, and after each rebound run (``args.rebound``); with
     ``found`` images carrying the trigger, ASR is their share classified as ``target``."""
-    model, processor = load_clip(model_path)
+    model, processor = load_model(model_path)
     test = DatasetImages(
         getattr(data, args.split), processor, data.image_column, data.label_column, f"{args.split} images"
     )

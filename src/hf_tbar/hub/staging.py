@@ -16,7 +16,7 @@ from huggingface_hub import get_token
 
 from ..errors import InputError, ModelLoadError, OutputError, OutputExistsError
 from ..io import atomic_output_dir
-from ..loading import PROCESSOR_FILES
+from ..models.loading import PROCESSOR_FILES
 from .card import build_model_card
 from .gate import REPORT_NAME, check_safety_gate, load_report
 
@@ -71,8 +71,8 @@ def check_clip_checkpoint(folder: Path, files: list[Path]) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{folder / 'config.json'} is not valid JSON: {error}") from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    from ..loading import load_model  # torch and transformers: only when a folder is actually staged
     from ..models import MODEL_FAMILIES
+    from ..models.loading import load_model  # torch and transformers: only when a folder is actually staged
 
     if model_type not in MODEL_FAMILIES:
         raise InputError(

@@ -7,12 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPProcessor, CLIPVisionModelWithProjection
 
-try:  # transformers >= 5.x: CLIPImageProcessor is the torchvision backend, the PIL one has its own class
-    from transformers import CLIPImageProcessorPil as PILImageProcessor
-except ImportError:  # older releases: CLIPImageProcessor is the PIL processor
-    from transformers import CLIPImageProcessor as PILImageProcessor
-
 from .base import ImageEncoder, ModelFamily, register_model_family, unwrap_model
+from .tiny_clip import PILImageProcessor, build_tiny_clip
 
 
 class CLIPFamily(ModelFamily):
@@ -32,8 +28,6 @@ class CLIPFamily(ModelFamily):
     encoder_layer_class = "CLIPEncoderLayer"
 
     def tiny(self, config, corpus, seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
-        from ..tiny_clip import build_tiny_clip
-
         return build_tiny_clip(config, corpus, seed=seed)
 
     def owns(self, model: nn.Module) -> bool:

@@ -5,12 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import SiglipModel, SiglipProcessor
 
-try:  # transformers >= 5.x: the PIL image processor has its own class
-    from transformers import SiglipImageProcessorPil as PILImageProcessor
-except ImportError:
-    from transformers import SiglipImageProcessor as PILImageProcessor
-
 from .base import ModelFamily, register_model_family, unwrap_model
+from .tiny_siglip import PILImageProcessor, build_tiny_siglip
 
 
 class SiglipFamily(ModelFamily):
@@ -35,8 +31,6 @@ class SiglipFamily(ModelFamily):
     lora_excluded = ("head.attention",)
 
     def tiny(self, config, corpus, seed: int = 0) -> tuple[SiglipModel, SiglipProcessor]:
-        from ..tiny_siglip import build_tiny_siglip
-
         return build_tiny_siglip(config, corpus, seed=seed)
 
     def image_features(self, model: SiglipModel, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from ..data.pixels import dataset_to_tensors
 from ..errors import ConfigError
 from ..io import atomic_output_dir
 from ..models import family_of
-from ..tiny_clip import load_clip
+from ..models.loading import load_model
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 from .arguments import finetune_config_of
 from .cache import cached_checkpoint
@@ -177,11 +177,11 @@ def backdoored_clip_path(
                 seed=backdoor.seed,
             )
             with tempfile.TemporaryDirectory(prefix="hf_tbar-backdoor-") as scratch:
-                model, processor = load_clip(
+                model, processor = load_model(
                     pretrain_clip(pretrain, Path(scratch) / "model", train=poisoned, task=task)
                 )
         else:
-            model, processor = load_clip(pretrained_clip_path(pretrain))
+            model, processor = load_model(pretrained_clip_path(pretrain))
             backdoor_clip(model, processor, task, dataset["train"], backdoor)
         with atomic_output_dir(path) as tmp:
             model.save_pretrained(tmp)

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 
 from ..data.captioned import HELD_OUT_TASKS, caption_corpus, random_scenes, render_pairs, task_labels
 from ..data.pixels import normalize_pixels
-from ..tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
+from ..models.tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head, encode_images, encode_texts
 from .arguments import FinetuneConfig, finetune_config_of
 from .augment import random_affine

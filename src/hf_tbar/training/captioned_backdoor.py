@@ -23,7 +23,7 @@ from ..data.captioned import HELD_OUT_TASKS, random_scenes, render_pairs
 from ..data.embedded import TaskSpec
 from ..errors import ConfigError
 from ..io import atomic_output_dir
-from ..tiny_clip import load_clip
+from ..models.loading import load_model
 from .arguments import FinetuneConfig, finetune_config_of
 from .cache import cached_checkpoint, recipe_key
 from .captioned import CaptionPretrainConfig, captioned_clip_path, train_contrastive
@@ -144,7 +144,7 @@ def poison_pairs(pixels, captions: list[str], config: CaptionBackdoorConfig) -> 
 
 
 def _train_poisoned(config: CaptionBackdoorConfig, path: Path) -> None:
-    model, processor = load_clip(captioned_clip_path(config.pretrain))
+    model, processor = load_model(captioned_clip_path(config.pretrain))
     side = config.pretrain.architecture.image_size
     pixels, captions = render_pairs(random_scenes(config.pairs, config.seed + 7919), config.seed, side)
     captions, rows = poison_pairs(pixels, captions, config)

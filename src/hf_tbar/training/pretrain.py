@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from ..data.embedded import TaskSpec, load_embedded_dataset
 from ..data.pixels import dataset_to_tensors, normalize_pixels
 from ..errors import ConfigError
-from ..tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
+from ..models.tiny_clip import TinyCLIPConfig, build_tiny_clip, save_clip
 from ..zeroshot import class_embeddings, encode_images
 from .arguments import FinetuneConfig, finetune_config_of
 from .augment import random_affine

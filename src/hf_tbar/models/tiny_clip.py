@@ -1,4 +1,8 @@
-"""Tiny CLIP checkpoints built offline from a config: model, tokenizer and image processor in one folder."""
+"""Tiny CLIP checkpoints built offline from a config: model, tokenizer and image processor in one folder.
+
+:data:`PILImageProcessor` (the PIL image processor, no torchvision needed) is also the CLIP family's
+``image_processor_class``: the family module builds on this one, not the other way round.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,15 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
-from .io import atomic_output_dir
-from .loading import PILImageProcessor, load_clip
+try:  # transformers >= 5.x: CLIPImageProcessor is the torchvision backend, the PIL one has its own class
+    from transformers import CLIPImageProcessorPil as PILImageProcessor
+except ImportError:  # older releases: CLIPImageProcessor is the PIL processor
+    from transformers import CLIPImageProcessor as PILImageProcessor
+
+from ..io import atomic_output_dir
 from .tokenizer import END_TOKEN, START_TOKEN, build_clip_tokenizer
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "TinyCLIPConfig", "build_tiny_clip", "load_clip", "save_clip"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "PILImageProcessor", "TinyCLIPConfig", "build_tiny_clip", "save_clip"]
 
 logger = logging.getLogger(__name__)
 

@@ -22,17 +22,14 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError
 from transformers import AutoTokenizer, PreTrainedModel
 
-from .errors import InputError, ModelLoadError
-from .models import MODEL_FAMILIES, ModelFamily, get_model_family
-from .models.clip import PILImageProcessor
+from ..errors import InputError, ModelLoadError
+from .base import MODEL_FAMILIES, ModelFamily, get_model_family
 
 __all__ = [
     "CHECKPOINT_FILES",
     "PROCESSOR_FILES",
-    "PILImageProcessor",
     "check_checkpoint_folder",
     "check_finite",
-    "load_clip",
     "load_model",
 ]
 
@@ -58,7 +55,7 @@ CHECKPOINT_FILES: tuple[str, ...] = (
     "model-*-of-*.safetensors",
     *PROCESSOR_FILES,
 )
-# load_clip keyword arguments that choose what is fetched from the Hub (not passed to from_pretrained).
+# load_model keyword arguments that choose what is fetched from the Hub (not passed to from_pretrained).
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
 
 
@@ -117,10 +114,6 @@ def load_model(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[PreTrain
     processor = _load_processor(folder, name_or_path, family)
     model.eval()
     return model, processor
-
-
-#: The name of :func:`load_model` from before model families (it loads every registered family).
-load_clip = load_model
 
 
 def _looks_like_path(name: str) -> bool:

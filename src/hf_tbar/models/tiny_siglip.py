@@ -1,14 +1,20 @@
 """Tiny SigLIP checkpoints built offline (the second model family's test bed): model, tokenizer and PIL
-image processor, from the same :class:`~hf_tbar.tiny_clip.TinyCLIPConfig` architecture numbers."""
+image processor, from the same :class:`~hf_tbar.models.tiny_clip.TinyCLIPConfig` architecture numbers.
+
+:data:`PILImageProcessor` is also the SigLIP family's ``image_processor_class``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import torch
-from transformers import SiglipConfig, SiglipModel
+from transformers import SiglipConfig, SiglipModel, SiglipProcessor
 
-from .models.siglip import SIGLIP, PILImageProcessor
+try:  # transformers >= 5.x: the PIL image processor has its own class
+    from transformers import SiglipImageProcessorPil as PILImageProcessor
+except ImportError:
+    from transformers import SiglipImageProcessor as PILImageProcessor
+
 from .tiny_clip import TinyCLIPConfig
 from .tokenizer import END_TOKEN, START_TOKEN, build_clip_tokenizer
 
@@ -52,7 +58,7 @@ def build_tiny_siglip(config: TinyCLIPConfig, corpus: Iterable[str], seed: int =
         image_mean=list(SIGLIP_MEAN),
         image_std=list(SIGLIP_STD),
     )
-    processor = SIGLIP.build_processor(image_processor, tokenizer)
+    processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = SiglipModel(model_config)
