@@ -28,7 +28,7 @@ from hf_tbar.adapter import LowRank, load_negation_adapter, low_rank_of, save_ne
 from hf_tbar.bench import results
 from hf_tbar.models import family_of
 from hf_tbar.models.loading import load_model
-from hf_tbar.vector_fitting import working_copy
+from hf_tbar.models.working_copy import working_copy
 
 
 def random_low_rank(model, r: int, seed: int = 0) -> LowRank:

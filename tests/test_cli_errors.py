@@ -118,12 +118,11 @@ def test_runtime_errors_map_to_their_exit_codes(tmp_path, capsys, micro_folder):
 
 def test_unlearn_refuses_a_non_empty_output_before_any_work(tmp_path, capsys, monkeypatch):
     import hf_tbar.cli.common as common
-    import hf_tbar.embedded as embedded
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("data were loaded or a model built before the output was checked")
 
-    monkeypatch.setattr(embedded, "embedded_scenario", must_not_run)
+    monkeypatch.setattr(common, "embedded_scenario", must_not_run)
     monkeypatch.setattr(common, "load_task_data", must_not_run)
     user_folder = tmp_path / "my-files"
     user_folder.mkdir()

@@ -27,7 +27,7 @@ def test_trigger_finetuning_changes_vision_weights_only_and_leaves_input_untouch
 
 
 def test_working_copy_shares_frozen_tensors_and_copies_only_what_is_trained(micro_clip):
-    from hf_tbar.vector_fitting import working_copy
+    from hf_tbar.models.working_copy import working_copy
 
     model = micro_clip[0]
     full, lora = working_copy(model), working_copy(model, share_vision=True)

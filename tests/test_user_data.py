@@ -83,12 +83,12 @@ FAST = ["--steps", "2", "--unlearning_set_size", "8", "--ca_threshold", "0.3", "
 
 @pytest.mark.parametrize("kind", sorted(DATASETS))
 def test_cli_unlearns_on_the_users_model_and_data(tmp_path, user_model, kind, monkeypatch):
-    import hf_tbar.embedded as embedded
+    import hf_tbar.cli.common as common
 
     def no_embedded(*args, **kwargs):
         raise AssertionError("an embedded model was built although --model was given")
 
-    monkeypatch.setattr(embedded, "embedded_scenario", no_embedded)
+    monkeypatch.setattr(common, "embedded_scenario", no_embedded)
     write, extra = DATASETS[kind]
     data = write(tmp_path)
     out = tmp_path / "sanitized"

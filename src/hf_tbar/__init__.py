@@ -8,8 +8,6 @@
 ```
 """
 
-__version__ = "0.1.0"
-
 import warnings
 
 from .attacks import SIG, BadNets, Blended, Trigger, WaNet, build_trigger, register_trigger
@@ -34,6 +32,7 @@ from .scale_search import ScaleSearchConfig
 from .task_vector import TaskVector
 from .unlearner import BackdoorUnlearner, UnlearningResult
 from .variants import register_variant
+from .version import __version__ as __version__
 
 __all__ = [
     "SIG",

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel
 
 from .errors import ConfigError
 from .io import atomic_output_dir
+from .models.working_copy import working_copy
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +123,6 @@ def write_negation_adapter(
     Raises:
         ConfigError: ``scale`` is negative or not finite, or ``low_rank`` has no factor.
     """
-    from .vector_fitting import working_copy
-
     if not (isinstance(scale, (int, float)) and torch.isfinite(torch.tensor(float(scale))) and scale >= 0):
         raise ConfigError(f"the negation scale must be a finite number >= 0, got {scale!r}")
     if not low_rank.factors:

@@ -12,6 +12,7 @@ import torch
 
 from .data.embedded import TaskSpec
 from .errors import DataError
+from .zeroshot import encode_texts
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,6 @@ def target_captions(task: TaskSpec, target: int, tokenizer, given: Sequence[str]
 @torch.no_grad()
 def embed_texts(model, tokens: dict, device: torch.device, batch_size: int = 64) -> torch.Tensor:
     """L2-normalised text embeddings ``(N, D)`` of tokenized texts, in batches, without gradients."""
-    from .zeroshot import encode_texts
-
     chunks = []
     ids, mask = tokens["input_ids"], tokens.get("attention_mask")
     for start in range(0, len(ids), batch_size):

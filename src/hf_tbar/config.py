@@ -7,6 +7,7 @@ from typing import Literal, get_args
 
 from .errors import ConfigError
 from .training.arguments import FinetuneConfig
+from .variants import VARIANTS
 
 FinetuneMode = Literal["full", "lora"]
 FINETUNE_MODES: tuple[str, ...] = get_args(FinetuneMode)
@@ -103,8 +104,6 @@ class TBARConfig(FinetuneConfig):
     )
 
     def __post_init__(self) -> None:
-        from .variants import VARIANTS
-
         if self.mode not in FINETUNE_MODES:
             raise ConfigError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
         if self.learning_rate is None:

@@ -211,3 +211,11 @@ def near_chance(
     if correct / total < chance + band * (1 - chance):
         return True
     return binomial_tail(correct, total, chance) >= alpha
+
+
+def loss_did_not_fall(losses: list[float], share: float = 0.9) -> bool:
+    """True when the mean of the last three losses is above ``share`` x the mean of the first three."""
+    if len(losses) < 4:
+        return False
+    head, tail = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    return tail > share * head

@@ -25,11 +25,10 @@ from .attacks.base import Trigger
 from .errors import ConfigError
 from .evaluation import EvalResult
 from .hub.gate import gate_failures
-from .metrics import ca_retention
+from .metrics import ca_retention, loss_did_not_fall
 from .scale_search import NoFeasibleScaleError, ScaleSearchConfig, SweepPoint
 from .task_vector import TaskVector
 from .variants import VARIANTS
-from .vector_fitting import loss_did_not_fall
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ import os
 
 from .adapter import AdapterInfo, write_negation_adapter
 from .errors import ConfigError
+from .hub.card import build_model_card
 from .hub.card_adapter import adapter_card
 from .hub.provenance import base_model_provenance
 from .io import atomic_output_dir, refuse_overlap, write_json
@@ -27,8 +28,6 @@ def save_adapter_folder(
 ) -> AdapterInfo:
     """Write the negation adapter, ``tbar_report.json`` and the adapter card into ``output_dir`` atomically,
     behind the safety gate (see :meth:`hf_tbar.BackdoorUnlearner.save_adapter`)."""
-    from .hub.card import build_model_card
-
     low_rank = result.vector.low_rank
     if low_rank is None:
         raise ConfigError(

@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .hub import PushConfig, push_sanitized_model
+from .publish_adapter import save_adapter_folder
+from .report import save_sanitized
 from .results import UnlearningResult
 
 
@@ -39,8 +42,6 @@ class Publishing:
             OutputExistsError: ``output_dir`` holds files and ``overwrite`` is False.
             OutputError: ``output_dir`` is, is inside, or contains the folder the model came from.
         """
-        from .report import save_sanitized
-
         return save_sanitized(
             output_dir,
             self,
@@ -74,8 +75,6 @@ class Publishing:
             ConfigError: the trigger vector was not fitted as LoRA factors (``mode="full"``, or a variant that
                 combines several vectors).
         """
-        from .publish_adapter import save_adapter_folder
-
         return save_adapter_folder(
             output_dir,
             self,
@@ -110,8 +109,6 @@ class Publishing:
             retention misses its threshold unless ``force=True``.
         """
         import tempfile
-
-        from .hub import PushConfig, push_sanitized_model
 
         config = PushConfig(repo_id=repo_id, dry_run=dry_run_dir is not None, **push_options)
         with tempfile.TemporaryDirectory(prefix="hf_tbar-push-") as tmp:

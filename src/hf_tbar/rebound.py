@@ -32,10 +32,10 @@ from .data.images import ImageSet
 from .data.pixels import validate_labels, validate_pixels
 from .errors import ConfigError, DataError
 from .evaluation import EvalResult, evaluate_classifier
+from .models.working_copy import grad_flags_kept, working_copy
 from .training.arguments import FinetuneConfig
 from .training.backdoor import classification_loss, vision_parameters
 from .training.loop import run_training
-from .vector_fitting import grad_flags_kept, working_copy
 from .zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 __all__ = ["ReboundConfig", "ReboundResult", "poisoned_mix", "rebound"]

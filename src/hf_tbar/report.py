@@ -9,11 +9,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .data.pixels import image_size_of
+from .hub.card import build_model_card
+from .hub.gate import SafetyGateError, check_safety_gate
 from .hub.provenance import base_model_provenance
 from .io import atomic_output_dir, refuse_overlap, write_json
 from .metrics import chance_accuracy
 from .report_schema import REPORT_FILE, SCHEMA_VERSION, TBARReport
 from .scale_search import SweepPoint
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +40,6 @@ def package_versions() -> dict[str, str]:
     import peft
     import torch
     import transformers
-
-    from . import __version__
 
     return {
         "hf_tbar": __version__,
@@ -172,8 +173,6 @@ def gated_report(unlearner, result, force: bool, max_asr: float, min_ca_retentio
     Raises:
         SafetyGateError: the gate fails and ``force`` is False.
     """
-    from .hub.gate import SafetyGateError, check_safety_gate
-
     report = build_report(unlearner, result, **extra)
     failures = check_safety_gate(report, max_asr, min_ca_retention)
     if failures and not force:
@@ -202,8 +201,6 @@ def save_sanitized(
         OutputError: ``output_dir`` is, is inside, or contains the folder the backdoored model came from.
         OutputExistsError: ``output_dir`` holds files and ``overwrite`` is False.
     """
-    from .hub.card import build_model_card
-
     refuse_overlap(output_dir, [unlearner.source])
     report, failures = gated_report(unlearner, result, force, max_asr, min_ca_retention, **extra)
     card = build_model_card(report, forced=bool(failures), gate_failures=failures, plot_path=PLOT_FILE)

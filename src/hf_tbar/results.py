@@ -11,7 +11,8 @@ from .config import TBARConfig
 from .detection import ScanVerdict
 from .errors import HfTbarError
 from .evaluation import EvalResult
-from .metrics import ca_retention
+from .hub.gate import gate_failures
+from .metrics import ca_retention, loss_did_not_fall
 from .scale_search import ScaleSelection
 from .task_vector import TaskVector
 
@@ -66,9 +67,6 @@ class UnlearningResult:
 def run_warnings(result: UnlearningResult, max_scale: float) -> list[str]:
     """What looks wrong in a finished run: a fine-tuning loss that did not fall, a scale at the search's bound
     ``max_scale``, and a verified ASR or CA retention that misses the publication gate's defaults."""
-    from .hub.gate import gate_failures
-    from .vector_fitting import loss_did_not_fall
-
     messages = [
         f"{desc}: the loss did not fall ({losses[0]:.3f} -> {losses[-1]:.3f}): raise learning_rate or steps"
         for desc, losses in result.losses.items()

@@ -6,10 +6,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from datasets import Dataset
@@ -24,7 +22,9 @@ from .data.images import ImageSet, TensorImages, as_image_set
 from .data.pixels import validate_labels, validate_pixels
 from .errors import DataError
 from .memory import release_memory
+from .metrics import loss_did_not_fall
 from .models import family_of
+from .models.working_copy import grad_flags_kept, working_copy
 from .task_vector import TaskVector
 from .training.backdoor import classification_loss, vision_parameters
 from .training.loop import run_training
@@ -35,38 +35,6 @@ logger = logging.getLogger(__name__)
 Images = torch.Tensor | ImageSet | Dataset
 #: ``objective(copy) -> (module to train, loss(module, batch))``.
 Objective = Callable[[PreTrainedModel], tuple[torch.nn.Module, Callable]]
-
-
-def loss_did_not_fall(losses: list[float], share: float = 0.9) -> bool:
-    """True when the mean of the last three losses is above ``share`` x the mean of the first three."""
-    if len(losses) < 4:
-        return False
-    head, tail = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    return tail > share * head
-
-
-def working_copy(model: PreTrainedModel, share_vision: bool = False) -> PreTrainedModel:
-    """A copy of ``model`` to fine-tune whose frozen tensors are *shared* with ``model``, not copied.
-
-    The text tower (and the logit scale) are never trained by TBAR, so the copy reuses them; with
-    ``share_vision`` (LoRA, whose base weights stay frozen) the vision tower's tensors are shared as well and
-    the copy costs only its module objects. Its trainable tensors must be chosen after the call.
-    """
-    trained = set() if share_vision else {id(param) for param in family_of(model).vision_parameters(model)}
-    memo = {id(t): t for t in [*model.parameters(), *model.buffers()] if id(t) not in trained}
-    return copy.deepcopy(model, memo)
-
-
-@contextlib.contextmanager
-def grad_flags_kept(model: torch.nn.Module) -> Iterator[None]:
-    """Give ``model``'s parameters back their ``requires_grad`` flags on exit (a :func:`working_copy` shares
-    its frozen tensors, so choosing the copy's trainable tensors sets their flags too)."""
-    flags = {name: param.requires_grad for name, param in model.named_parameters()}
-    try:
-        yield
-    finally:
-        for name, param in model.named_parameters():
-            param.requires_grad_(flags[name])
 
 
 def enable_checkpointing(model: PreTrainedModel) -> None:

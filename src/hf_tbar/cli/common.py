@@ -24,6 +24,7 @@ from ..data.images import DatasetImages
 from ..data.loader import load_image_folder
 from ..data.task_data import TaskData, load_task_data, resolve_target
 from ..detection import DetectionConfig
+from ..embedded import embedded_scenario
 from ..errors import ConfigError
 from ..evaluation import EvalResult
 from ..io import check_output_dir, refuse_overlap
@@ -271,8 +272,6 @@ def run_tbar(
     captions = load_caption_data(data_args, data)  # image-caption unlearning set (CaptionDataArguments)
     embedded = None
     if args.model is None:  # the embedded story: build (or reuse) the backdoored tiny CLIP of --attack
-        from ..embedded import embedded_scenario
-
         target = 0 if args.target is None else resolve_target(data.task, args.target)
         embedded = embedded_scenario(args.attack, args.trigger_parameters(), target=target)
     model_source = args.model or str(embedded.backdoored_path)

@@ -12,6 +12,7 @@ from ..data.arguments import DataArguments
 from ..report import PLOT_FILE, REPORT_FILE
 from ..unlearner import BackdoorUnlearner
 from .common import UnlearnArguments, format_table, run_tbar
+from .demo_captions import run_captions
 
 HELP = "Offline demo: build a tiny CLIP, backdoor it, remove the backdoor with TBAR, write a report."
 
@@ -55,8 +56,6 @@ DATACLASSES = (DemoArguments,)
 
 def run(demo: DemoArguments) -> int:
     if demo.world == "captions":
-        from .demo_captions import run_captions
-
         return run_captions(demo)
     start = time.perf_counter()
     earlier_demo = (Path(demo.output_dir) / REPORT_FILE).is_file()

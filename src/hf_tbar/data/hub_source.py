@@ -1,4 +1,5 @@
-"""The catch-all data source: a dataset id on the Hugging Face Hub (or in its local cache)."""
+"""Reading the catch-all data source, a dataset id on the Hugging Face Hub (or in its local cache); :mod:`.sources`
+registers it as ``hub``, tried last."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
 from ..errors import DataError
 from .arguments import DataArguments
-from .sources import _local_path, _looks_like_path, register_data_source
 
 
 def _offline_flag() -> str | None:
@@ -21,7 +21,7 @@ def _offline_flag() -> str | None:
     return None
 
 
-def _load_hub(args: DataArguments) -> DatasetDict:
+def load_hub(args: DataArguments) -> DatasetDict:
     name, config = args.dataset_name, args.dataset_config
     label = f"{name!r}" + (f" (config {config!r})" if config else "")
     try:
@@ -42,14 +42,3 @@ def _load_hub(args: DataArguments) -> DatasetDict:
     except (DatasetsError, ValueError) as err:  # e.g. an unknown config name, an unreadable file
         raise DataError(f"cannot load Hub dataset {label}: {err}") from err
     return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
-
-
-register_data_source(
-    "hub",
-    matches=lambda args: (
-        not _local_path(args.dataset_name).exists() and not _looks_like_path(args.dataset_name)
-    ),
-    load=_load_hub,
-    description="a dataset id on the Hugging Face Hub (or in its local cache), e.g. 'cifar10'",
-    needs_network=True,
-)

@@ -32,6 +32,7 @@ from ..errors import ConfigError, DataError
 from .arguments import DataArguments
 from .embedded import EMBEDDED_DATASETS, TaskSpec
 from .examples import write_example_folder, write_example_parquet, write_example_saved
+from .hub_source import load_hub
 from .loader import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -267,5 +268,13 @@ register_data_source(
 )
 
 
-# The Hub, the catch-all source (tried last whatever the registration order), has its own module.
-from . import hub_source  # noqa: E402, F401
+# The Hub, the catch-all source (tried last whatever the registration order); its reader has its own module.
+register_data_source(
+    "hub",
+    matches=lambda args: (
+        not _local_path(args.dataset_name).exists() and not _looks_like_path(args.dataset_name)
+    ),
+    load=load_hub,
+    description="a dataset id on the Hugging Face Hub (or in its local cache), e.g. 'cifar10'",
+    needs_network=True,
+)

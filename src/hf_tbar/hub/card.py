@@ -13,6 +13,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import validate_repo_id
 
 from ..metrics import finite
+from ..models import MODEL_FAMILIES
 from ..report_schema import TBARReport
 from .card_text import (
     class_name,
@@ -75,8 +76,6 @@ def build_eval_results(report: TBARReport) -> list[EvalResult]:
 
 def _family(model_type: str) -> dict[str, str]:
     """The display name and transformers classes of a registered family (a plain name when unknown)."""
-    from ..models import MODEL_FAMILIES
-
     family = MODEL_FAMILIES.get(model_type)
     if family is None:
         return {"name": model_type, "model_class": "AutoModel", "processor_class": "AutoProcessor"}

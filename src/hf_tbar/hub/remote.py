@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from huggingface_hub import constants as hf_constants
 
 from ..errors import HfTbarError
-
-if TYPE_CHECKING:
-    from .push import PushConfig
+from .config import PushConfig
 
 
 class HubPushError(HfTbarError, RuntimeError):

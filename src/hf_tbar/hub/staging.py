@@ -10,18 +10,19 @@ import os
 import shutil
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huggingface_hub import get_token
 
 from ..errors import InputError, ModelLoadError, OutputError, OutputExistsError
 from ..io import atomic_output_dir
-from ..models.loading import PROCESSOR_FILES
+from ..models import MODEL_FAMILIES
+from ..models.loading import PROCESSOR_FILES, load_model
 from .card import build_model_card
+from .card_adapter import adapter_card
+from .config import PushConfig
 from .gate import REPORT_NAME, check_safety_gate, load_report
-
-if TYPE_CHECKING:
-    from .push import PushConfig
+from .provenance import report_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,6 @@ def check_clip_checkpoint(folder: Path, files: list[Path]) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{folder / 'config.json'} is not valid JSON: {error}") from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    from ..models import MODEL_FAMILIES
-    from ..models.loading import load_model  # torch and transformers: only when a folder is actually staged
 
     if model_type not in MODEL_FAMILIES:
         raise InputError(
@@ -193,10 +192,6 @@ def stage_folder(source: Path, target: Path, config: PushConfig, token: str | No
         plot_path=PLOT_NAME if (source / PLOT_NAME).is_file() else None,
     )
     if config.adapter:
-        from ..models import MODEL_FAMILIES
-        from .card_adapter import adapter_card
-        from .provenance import report_provenance
-
         family = MODEL_FAMILIES.get(report.model_type)
         model_class = family.model_class.__name__ if family else "AutoModel"
         card = adapter_card(card, model_class, report_provenance(report)[0], config.repo_id)
