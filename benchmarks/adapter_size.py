@@ -3,7 +3,7 @@
 Builds random-weight CLIP models with the public openai/clip-vit-base-patch32 (``b32``) and
 clip-vit-large-patch14 (``l14``) configurations (no download), fits nothing: LoRA factors of TBAR's default
 layout (rank ``--r``, the vision tower's q/k/v/out projections and MLP, as ``TBARConfig`` does) are filled
-with random values, written with :func:`hf_tbar.adapter.save_negation_adapter`, and the adapter file's
+with random values, written with :func:`hf_tbar.reporting.negation_adapter.save_negation_adapter`, and the adapter file's
 bytes are compared with the model's ``model.safetensors``. Target (issue): under 5% of the model's bytes at
 ViT-B/32 with r = 8. It also checks the adapter round trip on the full-size model (sanitized logits equal,
 ``unload()`` bit-identical).
@@ -24,11 +24,16 @@ from clip_shapes import build_random_clip
 from peft import LoraConfig, get_peft_model
 
 from hf_tbar import TBARConfig
-from hf_tbar.adapter import LowRank, load_negation_adapter, low_rank_of, save_negation_adapter
 from hf_tbar.bench import results
 from hf_tbar.models import family_of
 from hf_tbar.models.loading import load_model
 from hf_tbar.models.working_copy import working_copy
+from hf_tbar.reporting.negation_adapter import (
+    LowRank,
+    load_negation_adapter,
+    low_rank_of,
+    save_negation_adapter,
+)
 
 
 def random_low_rank(model, r: int, seed: int = 0) -> LowRank:

@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 
 from hf_tbar.bench import results
-from hf_tbar.captioned_scenario import captioned_scenario
 from hf_tbar.data.captioned import HELD_OUT_TASKS
 from hf_tbar.defenses import DefenseData, TBARDefenseConfig, get_defense
 from hf_tbar.evaluation import evaluate_model
 from hf_tbar.metrics import ca_retention
 from hf_tbar.models.loading import load_model
 from hf_tbar.scale_search import NoFeasibleScaleError
+from hf_tbar.scenarios.captioned import captioned_scenario
 from hf_tbar.training.captioned import CaptionPretrainConfig, captioned_clip_path, zero_shot_accuracies
 
 #: (row label, defence, clean images it gets, config overrides); TBAR's rows get 300 triggered images. The

@@ -88,7 +88,7 @@ def digits_entry(part: str, seed: int, attack: str | None, target: int | None) -
 
 
 def captions_entry(part: str, seed: int, attack: str | None) -> Entry:
-    from hf_tbar.captioned_scenario import captioned_scenario
+    from hf_tbar.scenarios.captioned import captioned_scenario
     from hf_tbar.training.captioned_backdoor import CaptionBackdoorConfig
 
     scenario = captioned_scenario(

@@ -81,7 +81,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--variants",
         nargs="+",
         default=["plain", "repair-preserving"],
-        help="Vector variants (hf_tbar.variants).",
+        help="Vector variants (hf_tbar.tbar.variants).",
     )
     return results.add_results_arguments(parser)
 

@@ -6,7 +6,7 @@ The backdoored tiny CLIP (and, as a control, its clean parent) and every defence
 ``hf-tbar bench`` runs them: ``--set-size`` clean train images per defence, TBAR with its known trigger and
 ``--tbar-variant``) are each fine-tuned for ``--rebound-steps`` steps (a) on clean train images with their
 true labels and (b) on the same images plus ``--poisoned-samples`` triggered copies labelled with the target
-(:func:`hf_tbar.rebound.rebound`). Prints a markdown table of ASR / CA on the test split after each, and
+(:func:`hf_tbar.tbar.rebound.rebound`). Prints a markdown table of ASR / CA on the test split after each, and
 writes it (table ``main``) to results/rebound_embedded.json for the canonical run of results/runs.yaml.
 """
 
@@ -24,12 +24,12 @@ from hf_tbar.bench import results
 from hf_tbar.bench.arguments import DEFAULT_DEFENSES
 from hf_tbar.bench.harness import BenchRun, draw_clean_subset
 from hf_tbar.defenses import DEFENSES, DefenseData, get_defense
-from hf_tbar.embedded import embedded_scenario
 from hf_tbar.evaluation import EvalResult
 from hf_tbar.models.loading import load_model
-from hf_tbar.rebound import ReboundConfig, rebound
 from hf_tbar.scale_search import NoFeasibleScaleError
-from hf_tbar.variants import VARIANTS
+from hf_tbar.scenarios.embedded import embedded_scenario
+from hf_tbar.tbar.rebound import ReboundConfig, rebound
+from hf_tbar.tbar.variants import VARIANTS
 
 
 def make_parser() -> argparse.ArgumentParser:

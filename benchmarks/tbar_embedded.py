@@ -23,9 +23,9 @@ from torch.utils.data import TensorDataset
 from hf_tbar import BackdoorUnlearner, ScaleSearchConfig, TBARConfig, embedded_scenario
 from hf_tbar.attacks import TRIGGERS
 from hf_tbar.bench import results
+from hf_tbar.tbar.variants import VARIANTS
 from hf_tbar.training.backdoor import classification_loss, vision_parameters
 from hf_tbar.training.loop import run_training
-from hf_tbar.variants import VARIANTS
 
 
 def clean_finetune(

@@ -43,6 +43,6 @@ def badnets_scenario():
 
     Trained on first use (a few minutes on 2 cores), then reused from the hf_tbar cache.
     """
-    from hf_tbar.embedded import embedded_scenario
+    from hf_tbar.scenarios.embedded import embedded_scenario
 
     return embedded_scenario("badnets")

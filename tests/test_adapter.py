@@ -10,9 +10,9 @@ from peft import PeftModel
 
 from helpers import MICRO
 from hf_tbar import BackdoorUnlearner, BadNets, TaskSpec, TBARConfig
-from hf_tbar.adapter import load_negation_adapter, save_negation_adapter
 from hf_tbar.errors import ConfigError, OutputExistsError
 from hf_tbar.models.tiny_clip import build_tiny_clip
+from hf_tbar.reporting.negation_adapter import load_negation_adapter, save_negation_adapter
 from hf_tbar.zeroshot import ZeroShotClassifier
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.", "the number {}."))

@@ -6,8 +6,8 @@ import torch
 from hf_tbar import BadNets, TaskSpec
 from hf_tbar.bench import BenchArguments, BenchRow, markdown_table, run_benchmark, summarize, write_outputs
 from hf_tbar.cli import parse_command
-from hf_tbar.embedded import EmbeddedScenario
 from hf_tbar.models.tiny_clip import save_clip
+from hf_tbar.scenarios.embedded import EmbeddedScenario
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.", "the number {}."))
 

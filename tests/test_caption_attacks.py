@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from helpers import MICRO
-from hf_tbar.captions import names_class
 from hf_tbar.data.captioned import HELD_OUT_TASKS, task_split
 from hf_tbar.defenses import CleanCLIPConfig, DefenseData, TBARDefenseConfig, run_defense
 from hf_tbar.errors import ConfigError, DataError, ModelAtChanceError
+from hf_tbar.tbar.captions import names_class
 from hf_tbar.training.captioned import CaptionPretrainConfig
 from hf_tbar.training.captioned_backdoor import POISON_TEMPLATES, CaptionBackdoorConfig, poison_pairs
 
@@ -60,8 +60,8 @@ def test_task_split_gives_labelled_captioned_scenes_of_the_task():
 
 
 def test_the_poisoned_scenario_is_built_cached_and_trains_both_towers(tmp_path, monkeypatch):
-    from hf_tbar.captioned_scenario import captioned_scenario
     from hf_tbar.models.loading import load_model
+    from hf_tbar.scenarios.captioned import captioned_scenario
 
     monkeypatch.setenv("HF_TBAR_CACHE", str(tmp_path))
     backdoor = CaptionBackdoorConfig(
@@ -123,8 +123,8 @@ def test_defence_data_checks_its_captions(micro_clip):
 
 
 def test_demo_world_captions_runs_the_whole_story_offline(tmp_path, monkeypatch, capsys):
-    from hf_tbar import captioned_scenario as module
     from hf_tbar.cli import demo_captions, main
+    from hf_tbar.scenarios import captioned as module
 
     monkeypatch.setenv("HF_TBAR_CACHE", str(tmp_path / "cache"))
     backdoor = CaptionBackdoorConfig(

@@ -9,9 +9,15 @@ import torch
 from datasets import Dataset, Features, Image, Value
 
 from hf_tbar import BackdoorUnlearner, BadNets, ScaleSearchConfig, TaskSpec, TBARConfig
-from hf_tbar.captions import augment_caption, index_captions, names_class, target_captions, tokenize_captions
 from hf_tbar.data.images import TensorImages
 from hf_tbar.errors import ConfigError, DataError
+from hf_tbar.tbar.captions import (
+    augment_caption,
+    index_captions,
+    names_class,
+    target_captions,
+    tokenize_captions,
+)
 from hf_tbar.training.losses import positive_text_loss
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.", "the number {}."))

@@ -9,11 +9,11 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from helpers import MICRO, write_imagefolder
-from hf_tbar.caption_fitting import CaptionVectorFitting
 from hf_tbar.cli import main, parse_command
 from hf_tbar.data.caption_data import CaptionDataArguments
 from hf_tbar.errors import ConfigError, DataError
 from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
+from hf_tbar.tbar.caption_fitting import CaptionVectorFitting
 
 CLASSES = ("red", "green", "blue")
 COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (40, 50, 210)}

@@ -161,7 +161,7 @@ def test_debug_flag_and_env_show_the_traceback(tmp_path):
 
 
 def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, badnets_scenario):
-    import hf_tbar.vector_fitting as unlearner_module
+    import hf_tbar.tbar.vector_fitting as unlearner_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -176,7 +176,7 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing(tmp_path, capsys, mon
 def test_ctrl_c_during_the_save_leaves_nothing_that_looks_complete(
     tmp_path, capsys, monkeypatch, badnets_scenario
 ):
-    import hf_tbar.report as report
+    import hf_tbar.reporting.report as report
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -27,7 +27,7 @@ from hf_tbar.defenses import (
 )
 from hf_tbar.detection import DETECTORS
 from hf_tbar.scale_search import ScaleSearchConfig
-from hf_tbar.unlearning_set import make_unlearning_set
+from hf_tbar.tbar.unlearning_set import make_unlearning_set
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.", "the number {}."))
 

@@ -22,7 +22,6 @@ from safetensors.torch import save_file
 
 from hf_tbar.attacks import BadNets
 from hf_tbar.cli import push as push_cli
-from hf_tbar.config import TBARConfig
 from hf_tbar.data.embedded import TaskSpec
 from hf_tbar.errors import ConfigError, HfTbarError, InputError, ModelLoadError
 from hf_tbar.evaluation import EvalResult
@@ -35,8 +34,9 @@ from hf_tbar.hub import (
     push_sanitized_model,
 )
 from hf_tbar.hub.provenance import base_model_provenance
-from hf_tbar.report import build_report
-from hf_tbar.unlearner import BackdoorUnlearner
+from hf_tbar.reporting.report import build_report
+from hf_tbar.tbar.config import TBARConfig
+from hf_tbar.tbar.unlearner import BackdoorUnlearner
 from test_hub import (  # noqa: F401 - fixtures used by name
     CLASSNAMES,
     EXPECTED_FILES,

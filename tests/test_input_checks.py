@@ -8,7 +8,7 @@ import torch
 from hf_tbar import BackdoorUnlearner, BadNets, TaskSpec
 from hf_tbar.data.pixels import validate_labels, validate_pixels
 from hf_tbar.errors import DataError
-from hf_tbar.unlearner import make_unlearning_set
+from hf_tbar.tbar.unlearner import make_unlearning_set
 
 TASK = TaskSpec(classnames=("zero", "one", "two"), templates=("a photo of {}.",))
 
@@ -52,7 +52,7 @@ def test_evaluation_and_unlearning_refuse_out_of_range_labels(micro_clip):
 
 
 def test_an_unlearning_set_larger_than_the_data_is_clamped_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="hf_tbar.unlearning_set"):
+    with caplog.at_level(logging.WARNING, logger="hf_tbar.tbar.unlearning_set"):
         pixels, labels = make_unlearning_set(torch.rand(5, 3, 32, 32), BadNets(), target=1, size=300)
     assert len(pixels) == 5 and labels.tolist() == [1] * 5
     assert "asked to hold 300 images but only 5 were given" in caplog.text

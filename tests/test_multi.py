@@ -5,8 +5,8 @@ import torch
 
 from hf_tbar import BackdoorUnlearner, BadNets, Blended, TaskSpec, TBARConfig
 from hf_tbar.errors import ConfigError
-from hf_tbar.multi import check_pairs, coordinate_search
 from hf_tbar.scale_search import NoFeasibleScaleError, ScaleSearchConfig
+from hf_tbar.tbar.multi import check_pairs, coordinate_search
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.", "the number {}."))
 
@@ -104,7 +104,7 @@ def test_unlearn_many_refuses_when_only_zero_scales_keep_the_constraints(micro_c
 def test_the_target_class_constraint_of_each_trigger_is_honoured():
     """A candidate that keeps CA but loses a target class is infeasible for unlearn_many's search."""
     from hf_tbar.evaluation import EvalResult
-    from hf_tbar.multi import MultiUnlearning
+    from hf_tbar.tbar.multi import MultiUnlearning
 
     base = [EvalResult(0.9, 1.0, 1.0, num_examples=1000, num_target=1000)] * 2
     kept = [EvalResult(0.9, 0.0, 0.95, num_examples=1000, num_target=1000)] * 2

@@ -1,4 +1,4 @@
-"""The rebound check (``hf_tbar.rebound`` and ``hf-tbar verify --rebound``) on a micro CLIP.
+"""The rebound check (``hf_tbar.tbar.rebound`` and ``hf-tbar verify --rebound``) on a micro CLIP.
 
 Images are solid-colour 32 px squares (3 classes); the trigger is BadNets' white corner patch. Every run
 is a handful of steps on a 1-layer CLIP (well under a second each).
@@ -20,8 +20,8 @@ from hf_tbar.data.embedded import TaskSpec
 from hf_tbar.errors import ConfigError, DataError, InputError
 from hf_tbar.evaluation import EvalResult
 from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
-from hf_tbar.rebound import ReboundConfig, poisoned_mix, rebound
-from hf_tbar.report_schema import REPORT_FILE, TBARReport
+from hf_tbar.reporting.schema import REPORT_FILE, TBARReport
+from hf_tbar.tbar.rebound import ReboundConfig, poisoned_mix, rebound
 
 COLOURS = {"blue": (0.1, 0.15, 0.8), "green": (0.1, 0.8, 0.15), "red": (0.85, 0.1, 0.1)}
 TASK = TaskSpec(classnames=tuple(COLOURS), templates=("a photo of a {}.",))

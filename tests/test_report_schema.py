@@ -15,8 +15,8 @@ from hf_tbar.evaluation import EvalResult
 from hf_tbar.hub import build_model_card, check_safety_gate, load_report
 from hf_tbar.hub.gate import default_commit_message
 from hf_tbar.metrics import ca_retention
-from hf_tbar.report import build_report
-from hf_tbar.report_schema import REPORT_FILE, SCHEMA_VERSION, TBARReport
+from hf_tbar.reporting.report import build_report
+from hf_tbar.reporting.schema import REPORT_FILE, SCHEMA_VERSION, TBARReport
 from hf_tbar.results import UnlearningResult
 from test_hub import make_report
 

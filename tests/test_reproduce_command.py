@@ -22,7 +22,7 @@ from hf_tbar.errors import InputError
 from hf_tbar.hub import PushConfig, build_model_card, load_report, prepare_push_folder
 from hf_tbar.hub.reproduce import reproduce_command
 from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
-from hf_tbar.report_schema import TBARReport
+from hf_tbar.reporting.schema import TBARReport
 from test_hub import make_report
 
 TEMPLATE = "a photo of a {}."

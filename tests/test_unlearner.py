@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hf_tbar import BackdoorUnlearner, BadNets, TaskSpec, TaskVector, TBARConfig
-from hf_tbar.unlearner import make_unlearning_set
+from hf_tbar.tbar.unlearner import make_unlearning_set
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.", "the number {}."))
 
@@ -53,7 +53,7 @@ def test_fine_tuning_gives_back_the_models_grad_flags(micro_clip, mode):
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_gradient_checkpointing_fits_the_same_vector(micro_clip, mode, monkeypatch):
-    from hf_tbar import vector_fitting
+    from hf_tbar.tbar import vector_fitting
 
     pixels = torch.rand(20, 3, 32, 32)
     plain = _unlearner(micro_clip, mode=mode).fit_trigger_vector(BadNets(), 1, clean_pixels=pixels)
@@ -195,7 +195,7 @@ def test_unknown_trigger_runs_decree_then_tbar_or_refuses_when_not_flagged(micro
 
 
 def test_repair_set_keeps_true_labels_of_the_same_draw_and_variants_fit_only_what_they_use(micro_clip):
-    from hf_tbar.variants import VARIANTS, VectorFits
+    from hf_tbar.tbar.variants import VARIANTS, VectorFits
 
     pixels, labels = torch.rand(20, 3, 32, 32), torch.arange(20) % 3
     triggered, target_labels = make_unlearning_set(pixels, BadNets(), 1, 8, seed=3)

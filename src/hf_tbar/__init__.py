@@ -11,11 +11,9 @@
 import warnings
 
 from .attacks import SIG, BadNets, Blended, Trigger, WaNet, build_trigger, register_trigger
-from .config import TBARConfig
 from .data import DataArguments, TaskSpec, load_task_data, register_data_source
 from .defenses import register_defense, run_defense
 from .detection import DecreeConfig, invert_trigger
-from .embedded import embedded_scenario
 from .errors import HfTbarError
 from .evaluation import evaluate_model
 from .hub import PushConfig, push_sanitized_model
@@ -27,11 +25,13 @@ from .models import (
     register_model_family,
     save_clip,
 )
-from .report_schema import TBARReport
+from .reporting.schema import TBARReport
 from .scale_search import ScaleSearchConfig
+from .scenarios.embedded import embedded_scenario
 from .task_vector import TaskVector
-from .unlearner import BackdoorUnlearner, UnlearningResult
-from .variants import register_variant
+from .tbar.config import TBARConfig
+from .tbar.unlearner import BackdoorUnlearner, UnlearningResult
+from .tbar.variants import register_variant
 from .version import __version__ as __version__
 
 __all__ = [

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from transformers import CLIPModel
 
 from .attacks.base import Trigger
-from .config import TBARConfig
 from .detection import ScanVerdict
 from .errors import HfTbarError
 from .evaluation import EvalResult
@@ -15,6 +14,7 @@ from .hub.gate import gate_failures
 from .metrics import ca_retention, loss_did_not_fall
 from .scale_search import ScaleSelection
 from .task_vector import TaskVector
+from .tbar.config import TBARConfig
 
 
 class NoBackdoorDetectedError(HfTbarError, ValueError):

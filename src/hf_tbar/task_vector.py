@@ -53,7 +53,7 @@ class TaskVector:
                 raise InputError(f"task vector entry {name!r} contains NaN or Inf")
         self.vector: dict[str, torch.Tensor] = dict(vector)
         self.metadata: dict = dict(metadata or {})
-        #: The LoRA factors the vector was fitted as (:class:`hf_tbar.adapter.LowRank`), or ``None``; kept by
+        #: The LoRA factors the vector was fitted as (:class:`hf_tbar.reporting.negation_adapter.LowRank`), or ``None``; kept by
         #: the vector as fitted only (sums and projections are not low-rank in those factors).
         self.low_rank = None
 

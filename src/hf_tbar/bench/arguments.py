@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass, field
 
 from ..attacks.base import TRIGGERS
-from ..config import TBARConfig
 from ..defenses import get_defense
 from ..errors import ConfigError
-from ..variants import VARIANTS
+from ..tbar.config import TBARConfig
+from ..tbar.variants import VARIANTS
 
 __all__ = ["DEFAULT_ATTACKS", "DEFAULT_DEFENSES", "BenchArguments"]
 

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 
 from ..defenses import DefenseData, DefenseResult, TBARDefenseConfig, get_defense
-from ..embedded import EmbeddedScenario, embedded_scenario
 from ..errors import ModelAtChanceError
 from ..evaluation import EvalResult, evaluate_model
 from ..metrics import ca_retention
 from ..models.loading import load_model
 from ..scale_search import NoFeasibleScaleError
+from ..scenarios.embedded import EmbeddedScenario, embedded_scenario
 from .arguments import BenchArguments
 
 logger = logging.getLogger(__name__)

@@ -17,19 +17,19 @@ from accelerate import PartialState
 
 from ..attacks import TRIGGERS, build_trigger
 from ..attacks.base import Trigger
-from ..config import TBARConfig
 from ..data.arguments import DataArguments
 from ..data.caption_data import load_caption_data
 from ..data.images import DatasetImages
 from ..data.loader import load_image_folder
 from ..data.task_data import TaskData, load_task_data, resolve_target
 from ..detection import DetectionConfig
-from ..embedded import embedded_scenario
 from ..errors import ConfigError
 from ..evaluation import EvalResult
 from ..io import check_output_dir, refuse_overlap
 from ..scale_search import ScaleSearchConfig
-from ..unlearner import AUTO_TRIGGER, BackdoorUnlearner, UnlearningResult
+from ..scenarios.embedded import embedded_scenario
+from ..tbar.config import TBARConfig
+from ..tbar.unlearner import AUTO_TRIGGER, BackdoorUnlearner, UnlearningResult
 from .recorded import recorded_command
 
 logger = logging.getLogger(__name__)

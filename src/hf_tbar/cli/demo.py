@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..config import TBARConfig
 from ..data.arguments import DataArguments
-from ..report import PLOT_FILE, REPORT_FILE
-from ..unlearner import BackdoorUnlearner
+from ..reporting.report import PLOT_FILE, REPORT_FILE
+from ..tbar.config import TBARConfig
+from ..tbar.unlearner import BackdoorUnlearner
 from .common import UnlearnArguments, format_table, run_tbar
 from .demo_captions import run_captions
 

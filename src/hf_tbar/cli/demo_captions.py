@@ -9,12 +9,12 @@ import logging
 import time
 from pathlib import Path
 
-from ..captioned_scenario import captioned_scenario
-from ..config import TBARConfig
 from ..evaluation import evaluate_model
 from ..models.loading import load_model
-from ..report import PLOT_FILE, REPORT_FILE
-from ..unlearner import BackdoorUnlearner
+from ..reporting.report import PLOT_FILE, REPORT_FILE
+from ..scenarios.captioned import captioned_scenario
+from ..tbar.config import TBARConfig
+from ..tbar.unlearner import BackdoorUnlearner
 from .common import format_table
 
 logger = logging.getLogger(__name__)

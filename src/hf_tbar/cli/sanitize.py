@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..config import TBARConfig
 from ..data.arguments import DataArguments
 from ..data.caption_data import CaptionDataArguments
 from ..detection import DetectionConfig
@@ -29,6 +28,7 @@ from ..hub.remote import HubPushError
 from ..io import check_output_dir
 from ..results import NoBackdoorDetectedError
 from ..scale_search import NoFeasibleScaleError, ScaleSearchConfig
+from ..tbar.config import TBARConfig
 from .common import UnlearnArguments, outcome_summary, run_tbar
 
 logger = logging.getLogger(__name__)

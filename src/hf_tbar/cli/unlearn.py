@@ -14,10 +14,10 @@ Examples::
 
 from __future__ import annotations
 
-from ..config import TBARConfig
 from ..data.caption_data import CaptionDataArguments
 from ..detection import DetectionConfig
 from ..scale_search import ScaleSearchConfig
+from ..tbar.config import TBARConfig
 from .common import UnlearnArguments, format_table, outcome_summary, run_tbar
 
 HELP = "Remove a backdoor with TBAR (known, image or found trigger, or --trigger auto) and save a CLIPModel folder."

@@ -3,7 +3,7 @@ little fine-tuning brings its backdoor back.
 
 The folder's ``tbar_report.json`` gives the trigger, the target class and the task; the images come from the
 same data arguments as the other commands (:class:`~hf_tbar.data.DataArguments`: the embedded digits by
-default). With ``--rebound``, :func:`hf_tbar.rebound.rebound` fine-tunes copies of the model for
+default). With ``--rebound``, :func:`hf_tbar.tbar.rebound.rebound` fine-tunes copies of the model for
 ``--rebound_steps`` steps on clean images and, separately, on the same images plus ``--poisoned_samples``
 triggered ones, and reports CA / ASR after each (``--backdoored_model`` adds the same rows for the
 backdoored model, for comparison).
@@ -33,8 +33,8 @@ from ..errors import ConfigError, DataError, InputError
 from ..evaluation import EvalResult, evaluate_model
 from ..hub.gate import REPORT_NAME, load_report
 from ..models.loading import load_model
-from ..rebound import ReboundConfig, rebound
-from ..report_schema import TBARReport
+from ..reporting.schema import TBARReport
+from ..tbar.rebound import ReboundConfig, rebound
 from .common import TriggerArguments, format_table
 from .scan import choose_rows
 

@@ -20,12 +20,12 @@ import torch
 from transformers import CLIPModel
 
 from ..attacks.base import Trigger
-from ..captions import check_captions
 from ..data.embedded import TaskSpec
 from ..data.pixels import validate_pixels
 from ..errors import ConfigError
 from ..models import family_of
 from ..task_vector import TaskVector
+from ..tbar.captions import check_captions
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 logger = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from transformers import CLIPModel
 
-from ..captions import augment_caption, index_captions, tokenize_captions
 from ..data.pixels import normalize_pixels
 from ..models import family_of
+from ..tbar.captions import augment_caption, index_captions, tokenize_captions
 from ..training.augment import random_affine
 from ..training.loop import FinetuneConfig, run_training
 from ..training.losses import contrastive_loss

@@ -17,12 +17,12 @@ from torch.utils.data import TensorDataset
 from transformers import CLIPModel
 
 from ..attacks.base import Trigger
-from ..config import TBARConfig
 from ..data.images import ImageSet
 from ..detection import DecreeConfig, DetectionConfig, ScanVerdict
 from ..scale_search import ScaleSearchConfig
 from ..task_vector import TaskVector
-from ..unlearner import AUTO_TRIGGER, BackdoorUnlearner, NoBackdoorDetectedError
+from ..tbar.config import TBARConfig
+from ..tbar.unlearner import AUTO_TRIGGER, BackdoorUnlearner, NoBackdoorDetectedError
 from .base import DefenseConfig, DefenseData, DefenseResult, register_defense
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Publishing sanitized models on the Hugging Face Hub: model cards and a gated, single-commit push.
 
 A sanitized folder is a plain ``CLIPModel`` checkpoint plus ``tbar_report.json`` (a
-:class:`~hf_tbar.report_schema.TBARReport`: the removal recipe, the scale sweep and the metrics before and after
+:class:`~hf_tbar.reporting.schema.TBARReport`: the removal recipe, the scale sweep and the metrics before and after
 removal) and optionally ``tbar_scale_sweep.png``.
 :func:`build_model_card` renders the report as a model card; :func:`push_sanitized_model` checks the report
 against a safety gate, stages the folder with its card and pushes it as one commit.
@@ -12,7 +12,7 @@ CLIP only, searched for the token), :mod:`.push` (the push itself), :mod:`.remot
 model, named without local paths).
 """
 
-from ..report_schema import TBARReport
+from ..reporting.schema import TBARReport
 from .card import build_model_card, describe_trigger
 from .gate import as_report
 from .provenance import base_model_provenance, hub_model_id

@@ -1,4 +1,4 @@
-"""Model cards for sanitized CLIP checkpoints, rendered from a :class:`~hf_tbar.report_schema.TBARReport` and a
+"""Model cards for sanitized CLIP checkpoints, rendered from a :class:`~hf_tbar.reporting.schema.TBARReport` and a
 packaged Jinja template: the metadata (tags, base model, ``model-index``) here, the text in :mod:`.card_text`."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from ..metrics import finite
 from ..models import MODEL_FAMILIES
-from ..report_schema import TBARReport
+from ..reporting.schema import TBARReport
 from .card_text import (
     class_name,
     describe_trigger,
@@ -143,8 +143,8 @@ def build_model_card(
     """The model card (``README.md``) of a sanitized model (CLIP, SigLIP), from its report.
 
     Args:
-        report: The run's :class:`~hf_tbar.report_schema.TBARReport`, or the parsed ``tbar_report.json`` (read
-            with :meth:`~hf_tbar.report_schema.TBARReport.from_dict`). Optional keys that are missing or
+        report: The run's :class:`~hf_tbar.reporting.schema.TBARReport`, or the parsed ``tbar_report.json`` (read
+            with :meth:`~hf_tbar.reporting.schema.TBARReport.from_dict`). Optional keys that are missing or
             ``null`` render as ``n/a``.
         repo_id: The Hub repository the card is written for; names the model and the loading snippet.
         forced: The model was pushed past the safety gate with ``force``: the card opens with a warning and

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..metrics import finite
-from ..report_schema import Recipe, TBARReport
+from ..reporting.schema import Recipe, TBARReport
 from .reproduce import reproduce_command
 
 __all__ = [

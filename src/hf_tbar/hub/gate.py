@@ -10,9 +10,9 @@ from typing import Any
 from ..errors import ConfigError, HfTbarError, InputError
 from ..evaluation import EvalResult, chance_message
 from ..metrics import ca_retention, finite
-from ..report_schema import REPORT_FILE, TBARReport
+from ..reporting.schema import REPORT_FILE, TBARReport
 
-#: File name of the report in a sanitized folder (:data:`hf_tbar.report_schema.REPORT_FILE`).
+#: File name of the report in a sanitized folder (:data:`hf_tbar.reporting.schema.REPORT_FILE`).
 REPORT_NAME = REPORT_FILE
 
 

@@ -15,7 +15,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 if TYPE_CHECKING:
-    from ..report_schema import TBARReport
+    from ..reporting.schema import TBARReport
 
 #: ``kind`` of a base model given as a model object that records no folder or Hub id.
 IN_MEMORY = "in-memory"

@@ -1,6 +1,6 @@
 """The card's "How to reproduce" line: the ``hf-tbar unlearn`` command that makes the same sanitized model.
 
-A CLI run records its options in the report (:class:`~hf_tbar.report_schema.RunCommand`): the line is those
+A CLI run records its options in the report (:class:`~hf_tbar.reporting.schema.RunCommand`): the line is those
 options, so that ``hf_tbar.cli.parse_command`` reads it back into the run's arguments (with ``--output_dir``
 the card's own). A report without them (an API run, a report older than schema version 2) gets a line rebuilt
 from what it records: the base model, the data, the trigger, the recipe and the scale-search constraints.
@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from ..report_schema import Recipe, TBARReport
+from ..reporting.schema import Recipe, TBARReport
 from .provenance import PLACEHOLDER_FOLDER, local_placeholder, report_provenance
 
 __all__ = ["command_words", "reproduce_command", "reproduce_notes", "reproduce_options"]

@@ -2,7 +2,7 @@
 
 | module | job |
 |---|---|
-| ``base`` | :class:`ModelFamily`, one adapter per ``model_type``, registered with one call |
+| ``base`` | :class:`ModelFamily`, what hf_tbar knows of one ``model_type``, registered with one call |
 | ``clip``, ``siglip`` | the CLIP and SigLIP families |
 | ``loading`` | :func:`load_model`: a checked checkpoint folder or Hub id, any registered family |
 | ``tiny_clip``, ``tiny_siglip`` | tiny randomly initialised models built offline from a :class:`TinyCLIPConfig` |

@@ -33,7 +33,7 @@ ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
 
 
 class ModelFamily:
-    """The adapter of one family of image-text models (subclass it and register an instance).
+    """What hf_tbar knows of one family of image-text models (subclass it and register an instance).
 
     Class attributes:
         model_type: The ``config.json`` ``model_type`` the family is registered under (``"clip"``).

@@ -15,7 +15,7 @@ class SiglipFamily(ModelFamily):
     attention mask, and the logits carry a learnt bias (``scale * cos + bias``, read through a sigmoid).
 
     LoRA never targets the attention-pooling head's ``nn.MultiheadAttention.out_proj``, whose forward reads
-    the weight directly and would bypass the adapter.
+    the weight directly and would bypass the LoRA adapter.
     """
 
     model_type = "siglip"

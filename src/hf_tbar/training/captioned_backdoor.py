@@ -18,12 +18,12 @@ import numpy as np
 
 from ..attacks import Trigger, build_trigger
 from ..attacks.base import check_fraction
-from ..captions import names_class
 from ..data.captioned import HELD_OUT_TASKS, random_scenes, render_pairs
 from ..data.embedded import TaskSpec
 from ..errors import ConfigError
 from ..io import atomic_output_dir
 from ..models.loading import load_model
+from ..tbar.captions import names_class
 from .arguments import FinetuneConfig, finetune_config_of
 from .cache import cached_checkpoint, recipe_key
 from .captioned import CaptionPretrainConfig, captioned_clip_path, train_contrastive

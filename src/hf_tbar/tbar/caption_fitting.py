@@ -21,7 +21,14 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import TensorDataset
 
-from .attacks.base import Trigger
+from ..attacks.base import Trigger
+from ..data.images import ImageSet
+from ..data.pixels import normalize_pixels
+from ..errors import DataError
+from ..models import family_of
+from ..task_vector import TaskVector
+from ..training.losses import contrastive_loss, positive_text_loss
+from ..zeroshot import encode_images
 from .captions import (
     check_captions,
     embed_texts,
@@ -30,14 +37,7 @@ from .captions import (
     target_captions,
     tokenize_captions,
 )
-from .data.images import ImageSet
-from .data.pixels import normalize_pixels
-from .errors import DataError
-from .models import family_of
-from .task_vector import TaskVector
-from .training.losses import contrastive_loss, positive_text_loss
 from .unlearning_set import draw, stamp
-from .zeroshot import encode_images
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class CaptionObjective:
 
 
 class CaptionVectorFitting:
-    """The contrastive route of :class:`~hf_tbar.vector_fitting.VectorFitting` (used when the clean images
+    """The contrastive route of :class:`~hf_tbar.tbar.vector_fitting.VectorFitting` (used when the clean images
     carry captions)."""
 
     def _caption_vector(

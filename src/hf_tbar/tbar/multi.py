@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from .attacks.base import Trigger
-from .errors import ConfigError
-from .evaluation import EvalResult
-from .hub.gate import gate_failures
-from .metrics import ca_retention, loss_did_not_fall
-from .scale_search import NoFeasibleScaleError, ScaleSearchConfig, SweepPoint
-from .task_vector import TaskVector
+from ..attacks.base import Trigger
+from ..errors import ConfigError
+from ..evaluation import EvalResult
+from ..hub.gate import gate_failures
+from ..metrics import ca_retention, loss_did_not_fall
+from ..scale_search import NoFeasibleScaleError, ScaleSearchConfig, SweepPoint
+from ..task_vector import TaskVector
 from .variants import VARIANTS
 
 logger = logging.getLogger(__name__)

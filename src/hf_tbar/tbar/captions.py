@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .data.embedded import TaskSpec
-from .errors import DataError
-from .zeroshot import encode_texts
+from ..data.embedded import TaskSpec
+from ..errors import DataError
+from ..zeroshot import encode_texts
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .task_vector import TaskVector
+from ..task_vector import TaskVector
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,11 @@ training on image-caption pairs, and the defender's data (captioned clean scenes
 
 from __future__ import annotations
 
-from .data.captioned import task_split
+from ..data.captioned import task_split
+from ..models.loading import load_model
+from ..training.captioned import captioned_clip_path
+from ..training.captioned_backdoor import CaptionBackdoorConfig, poisoned_captioned_clip_path
 from .embedded import EmbeddedScenario
-from .models.loading import load_model
-from .training.captioned import captioned_clip_path
-from .training.captioned_backdoor import CaptionBackdoorConfig, poisoned_captioned_clip_path
 
 __all__ = ["captioned_scenario"]
 

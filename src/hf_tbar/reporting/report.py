@@ -8,15 +8,15 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .data.pixels import image_size_of
-from .hub.card import build_model_card
-from .hub.gate import SafetyGateError, check_safety_gate
-from .hub.provenance import base_model_provenance
-from .io import atomic_output_dir, refuse_overlap, write_json
-from .metrics import chance_accuracy
-from .report_schema import REPORT_FILE, SCHEMA_VERSION, TBARReport
-from .scale_search import SweepPoint
-from .version import __version__
+from ..data.pixels import image_size_of
+from ..hub.card import build_model_card
+from ..hub.gate import SafetyGateError, check_safety_gate
+from ..hub.provenance import base_model_provenance
+from ..io import atomic_output_dir, refuse_overlap, write_json
+from ..metrics import chance_accuracy
+from ..scale_search import SweepPoint
+from ..version import __version__
+from .schema import REPORT_FILE, SCHEMA_VERSION, TBARReport
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def package_versions() -> dict[str, str]:
 
 
 def build_report(unlearner, result, **extra) -> TBARReport:
-    """The :class:`~hf_tbar.report_schema.TBARReport` of a TBAR run.
+    """The :class:`~hf_tbar.reporting.schema.TBARReport` of a TBAR run.
 
     ``extra`` holds further top-level keys (``dataset``, ``dataset_config``, ``data``, or any other, kept in
     ``TBARReport.extra``); ``selection_split`` and ``evaluation_split`` name the splits used. Values are

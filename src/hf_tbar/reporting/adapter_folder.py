@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 
-from .adapter import AdapterInfo, write_negation_adapter
-from .errors import ConfigError
-from .hub.card import build_model_card
-from .hub.card_adapter import adapter_card
-from .hub.provenance import base_model_provenance
-from .io import atomic_output_dir, refuse_overlap, write_json
+from ..errors import ConfigError
+from ..hub.card import build_model_card
+from ..hub.card_adapter import adapter_card
+from ..hub.provenance import base_model_provenance
+from ..io import atomic_output_dir, refuse_overlap, write_json
+from .negation_adapter import AdapterInfo, write_negation_adapter
 from .report import CARD_FILE, REPORT_FILE, gated_report, write_trigger_files
 
 logger = logging.getLogger(__name__)

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data.embedded import TaskSpec
-from .errors import InputError
-from .evaluation import EvalResult
-from .metrics import ca_retention
-from .scale_search import SweepPoint
+from ..data.embedded import TaskSpec
+from ..errors import InputError
+from ..evaluation import EvalResult
+from ..metrics import ca_retention
+from ..scale_search import SweepPoint
 
 __all__ = [
     "REPORT_FILE",
@@ -62,7 +62,7 @@ class BaseModelSource:
 
 @dataclass
 class LoraRecipe:
-    """The LoRA settings of a ``mode="lora"`` fine-tuning (:class:`~hf_tbar.config.TBARConfig`'s ``lora_*``)."""
+    """The LoRA settings of a ``mode="lora"`` fine-tuning (:class:`~hf_tbar.tbar.config.TBARConfig`'s ``lora_*``)."""
 
     r: int | None = None
     alpha: int | None = None
@@ -71,7 +71,7 @@ class LoraRecipe:
 
 @dataclass
 class Recipe:
-    """How the trigger vector was fitted: the fine-tuning settings of :class:`~hf_tbar.config.TBARConfig`.
+    """How the trigger vector was fitted: the fine-tuning settings of :class:`~hf_tbar.tbar.config.TBARConfig`.
 
     ``learning_rate`` is the peak AdamW rate (``None``: the mode's default); ``unlearning_set_size`` counts images.
     """

@@ -1,6 +1,6 @@
-"""Evaluating, selecting the scale and detecting: the read-only half of BackdoorUnlearner.
+"""Measuring: evaluating a scale, selecting the scale and detecting; the read-only half of BackdoorUnlearner.
 
-:class:`Evaluating` is a mixin of :class:`~hf_tbar.BackdoorUnlearner` (it uses ``model``, ``processor``,
+:class:`Measuring` is a mixin of :class:`~hf_tbar.BackdoorUnlearner` (it uses ``model``, ``processor``,
 ``config``, ``classifier``, ``resolve_target`` and ``_images``). Every pass streams its images batch by batch.
 """
 
@@ -12,18 +12,18 @@ import logging
 import torch
 from transformers import CLIPModel
 
-from .attacks.base import Trigger
-from .detection import DecreeConfig, DetectionConfig, ScanVerdict, detect
-from .errors import DataError
-from .evaluation import EvalResult, evaluate_classifier
-from .scale_search import ScaleSearchConfig, ScaleSelection, format_sweep, search_scale
-from .task_vector import TaskVector
+from ..attacks.base import Trigger
+from ..detection import DecreeConfig, DetectionConfig, ScanVerdict, detect
+from ..errors import DataError
+from ..evaluation import EvalResult, evaluate_classifier
+from ..scale_search import ScaleSearchConfig, ScaleSelection, format_sweep, search_scale
+from ..task_vector import TaskVector
 from .vector_fitting import Images
 
 logger = logging.getLogger(__name__)
 
 
-class Evaluating:
+class Measuring:
     """CA/ASR evaluation, the scale search and detection (mixin of ``BackdoorUnlearner``)."""
 
     def evaluate(

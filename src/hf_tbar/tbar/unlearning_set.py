@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 from datasets import Dataset
 
-from .attacks.base import Trigger
-from .data.images import ImageSet, as_image_set
-from .errors import DataError
+from ..attacks.base import Trigger
+from ..data.images import ImageSet, as_image_set
+from ..errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -26,17 +26,17 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .attacks.base import Trigger
-from .data.embedded import TaskSpec
-from .data.images import ImageSet
-from .data.pixels import validate_labels, validate_pixels
-from .errors import ConfigError, DataError
-from .evaluation import EvalResult, evaluate_classifier
-from .models.working_copy import grad_flags_kept, working_copy
-from .training.arguments import FinetuneConfig
-from .training.backdoor import classification_loss, vision_parameters
-from .training.loop import run_training
-from .zeroshot import ZeroShotClassifier, build_zero_shot_head
+from ..attacks.base import Trigger
+from ..data.embedded import TaskSpec
+from ..data.images import ImageSet
+from ..data.pixels import validate_labels, validate_pixels
+from ..errors import ConfigError, DataError
+from ..evaluation import EvalResult, evaluate_classifier
+from ..models.working_copy import grad_flags_kept, working_copy
+from ..training.arguments import FinetuneConfig
+from ..training.backdoor import classification_loss, vision_parameters
+from ..training.loop import run_training
+from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 __all__ = ["ReboundConfig", "ReboundResult", "poisoned_mix", "rebound"]
 

@@ -15,19 +15,19 @@ from peft import LoraConfig, get_peft_model
 from torch.utils.data import TensorDataset
 from transformers import PreTrainedModel
 
-from .adapter import low_rank_of
-from .attacks.base import Trigger
+from ..attacks.base import Trigger
+from ..data.images import ImageSet, TensorImages, as_image_set
+from ..data.pixels import validate_labels, validate_pixels
+from ..errors import DataError
+from ..memory import release_memory
+from ..metrics import loss_did_not_fall
+from ..models import family_of
+from ..models.working_copy import grad_flags_kept, working_copy
+from ..reporting.negation_adapter import low_rank_of
+from ..task_vector import TaskVector
+from ..training.backdoor import classification_loss, vision_parameters
+from ..training.loop import run_training
 from .caption_fitting import CaptionVectorFitting
-from .data.images import ImageSet, TensorImages, as_image_set
-from .data.pixels import validate_labels, validate_pixels
-from .errors import DataError
-from .memory import release_memory
-from .metrics import loss_did_not_fall
-from .models import family_of
-from .models.working_copy import grad_flags_kept, working_copy
-from .task_vector import TaskVector
-from .training.backdoor import classification_loss, vision_parameters
-from .training.loop import run_training
 from .unlearning_set import make_unlearning_set
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def enable_checkpointing(model: PreTrainedModel) -> None:
 
 class VectorFitting(CaptionVectorFitting):
     """The trigger, target-class and repair vectors of TBAR (mixin of ``BackdoorUnlearner``); with captioned
-    clean images, the contrastive route of :class:`~hf_tbar.caption_fitting.CaptionVectorFitting`."""
+    clean images, the contrastive route of :class:`~hf_tbar.tbar.caption_fitting.CaptionVectorFitting`."""
 
     def _finetune_vector(
         self, dataset: TensorDataset, desc: str, objective: Objective | None = None

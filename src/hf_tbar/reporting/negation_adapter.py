@@ -19,9 +19,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel
 
-from .errors import ConfigError
-from .io import atomic_output_dir
-from .models.working_copy import working_copy
+from ..errors import ConfigError
+from ..io import atomic_output_dir
+from ..models.working_copy import working_copy
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
-from .errors import ConfigError
-from .training.arguments import FinetuneConfig
+from ..errors import ConfigError
+from ..training.arguments import FinetuneConfig
 from .variants import VARIANTS
 
 FinetuneMode = Literal["full", "lora"]
@@ -88,7 +88,7 @@ class TBARConfig(FinetuneConfig):
         default="repair-preserving",
         metadata={
             "help": "Trigger-vector variant: 'repair-preserving' (recommended), 'plain' (the seed paper), "
-            "'target-preserving' or 'repair' (see hf_tbar.variants; more can be registered, so not a fixed "
+            "'target-preserving' or 'repair' (see hf_tbar.tbar.variants; more can be registered, so not a fixed "
             "choice)."
         },
     )

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from .attacks.base import Trigger
-from .data.embedded import TaskSpec, load_embedded_dataset
-from .data.pixels import dataset_to_tensors
-from .models.loading import load_model
-from .training.backdoor import BackdoorConfig, backdoored_clip_path
-from .training.pretrain import PretrainConfig, pretrained_clip_path
+from ..attacks.base import Trigger
+from ..data.embedded import TaskSpec, load_embedded_dataset
+from ..data.pixels import dataset_to_tensors
+from ..models.loading import load_model
+from ..training.backdoor import BackdoorConfig, backdoored_clip_path
+from ..training.pretrain import PretrainConfig, pretrained_clip_path
 
 Split = tuple[torch.Tensor, torch.Tensor]
 

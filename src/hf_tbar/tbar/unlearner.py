@@ -2,7 +2,7 @@
 
 1. build an unlearning set (triggered images labelled with the attack's target, or poisoned images found),
 2. fine-tune a copy of the vision tower on it (full or LoRA) -> trigger vector ``tau``,
-3. optionally transform ``tau`` (the variants of :mod:`hf_tbar.variants`),
+3. optionally transform ``tau`` (the variants of :mod:`hf_tbar.tbar.variants`),
 4. pick ``alpha`` on validation data, 5. return ``theta_b - alpha * tau``, verified on held-out data.
 
 Images are tensors, :class:`~hf_tbar.data.ImageSet` objects or ``datasets.Dataset`` splits; the latter are
@@ -20,28 +20,28 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel
 
-from .attacks.base import Trigger
+from ..attacks.base import Trigger
+from ..data.embedded import TaskSpec
+from ..data.images import ImageSet
+from ..data.pixels import image_size_of
+from ..data.task_data import resolve_target
+from ..detection import DecreeConfig, DetectionConfig, ScanVerdict
+from ..errors import ConfigError, DataError, ModelLoadError
+from ..evaluation import ensure_solves_task
+from ..io import refuse_overlap
+from ..models import ModelFamily, family_of
+from ..models.loading import load_model
+from ..reporting.publishing import Publishing
+from ..results import NoBackdoorDetectedError, UnlearningResult, run_warnings
+from ..scale_search import ScaleSearchConfig
+from ..task_vector import TaskVector
+from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 from .config import TBARConfig
-from .data.embedded import TaskSpec
-from .data.images import ImageSet
-from .data.pixels import image_size_of
-from .data.task_data import resolve_target
-from .detection import DecreeConfig, DetectionConfig, ScanVerdict
-from .errors import ConfigError, DataError, ModelLoadError
-from .evaluating import Evaluating
-from .evaluation import ensure_solves_task
-from .io import refuse_overlap
-from .models import ModelFamily, family_of
-from .models.loading import load_model
+from .measuring import Measuring
 from .multi import MultiUnlearning
-from .publishing import Publishing
-from .results import NoBackdoorDetectedError, UnlearningResult, run_warnings
-from .scale_search import ScaleSearchConfig
-from .task_vector import TaskVector
 from .unlearning_set import make_unlearning_set, split_found_images
 from .variants import VARIANTS, VectorFits
 from .vector_fitting import Images, VectorFitting
-from .zeroshot import ZeroShotClassifier, build_zero_shot_head
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ AUTO_TRIGGER = "auto"
 _STAMPING_VARIANTS = ("repair", "repair-preserving")
 
 
-class BackdoorUnlearner(VectorFitting, Evaluating, Publishing, MultiUnlearning):
+class BackdoorUnlearner(VectorFitting, Measuring, Publishing, MultiUnlearning):
     """Remove a backdoor from a CLIP model by trigger-vector negation (TBAR).
 
     Args:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .hub import PushConfig, push_sanitized_model
-from .publish_adapter import save_adapter_folder
+from ..hub import PushConfig, push_sanitized_model
+from ..results import UnlearningResult
+from .adapter_folder import save_adapter_folder
 from .report import save_sanitized
-from .results import UnlearningResult
 
 
 class Publishing:
@@ -69,7 +69,7 @@ class Publishing:
         (``library_name: peft``, ``base_model``: the backdoored model's Hub id when it came from the Hub).
 
         Same safety gate, atomic write and errors as :meth:`save_pretrained`; returns the
-        :class:`~hf_tbar.adapter.AdapterInfo` (bytes of the adapter against the full model's).
+        :class:`~hf_tbar.reporting.negation_adapter.AdapterInfo` (bytes of the adapter against the full model's).
 
         Raises:
             ConfigError: the trigger vector was not fitted as LoRA factors (``mode="full"``, or a variant that

@@ -1,0 +1,13 @@
+"""Writing a TBAR result: the report, its schema, the sanitized folder, the negation adapter folder.
+
+| module | job |
+|---|---|
+| ``schema`` | :class:`TBARReport`, the typed ``tbar_report.json``: written by a run, read by the card, gate and push |
+| ``report`` | the sanitized-model folder: weights, processor, the report and the scale plot, behind the safety gate |
+| ``negation_adapter`` | the negated trigger vector as a PEFT LoRA adapter (written, loaded, unloaded) |
+| ``adapter_folder`` | the adapter folder of a LoRA run: the PEFT negation adapter, its report and its card |
+| ``publishing`` | ``save_pretrained`` and ``push_to_hub`` of :class:`~hf_tbar.BackdoorUnlearner` (a mixin) |
+
+The package's ``__init__`` imports nothing, so that :mod:`hf_tbar.hub` can read the schema without loading
+the writers (which call the hub's gate and card in turn).
+"""
