@@ -207,3 +207,45 @@ def test_no_import_of_the_package_hidden_in_a_function():
                 if own:
                     hidden.append(f"{module}:{node.lineno} (in {function.name})")
     assert not hidden, "imports of hf_tbar inside functions:\n" + "\n".join(hidden)
+
+
+GATE_NAMES = {"max_asr", "min_ca_retention"}
+GATE_HOME = "hub/gate.py"
+
+
+def _literal_gate_defaults(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, name)`` of every ``max_asr``/``min_ca_retention`` parameter or field whose default is a number."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            positional = [*args.posonlyargs, *args.args]
+            pairs = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults))
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+            found += [
+                (d.lineno, a.arg) for a, d in pairs if a.arg in GATE_NAMES and isinstance(d, ast.Constant)
+            ]
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id in GATE_NAMES
+        ):
+            value = node.value
+            if isinstance(value, ast.Call):  # field(default=...)
+                value = next((k.value for k in value.keywords if k.arg == "default"), None)
+            if isinstance(value, ast.Constant):
+                found.append((node.lineno, node.target.id))
+    return found
+
+
+def test_the_gate_thresholds_have_one_home():
+    """The safety gate's defaults are written once (``hub/gate.py``); every other default names them."""
+    literals = [
+        f"{path.relative_to(SOURCE).as_posix()}:{line} ({name})"
+        for path in module_files().values()
+        if path.relative_to(SOURCE).as_posix() != GATE_HOME
+        for line, name in _literal_gate_defaults(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert not literals, "gate thresholds written as literals outside hub/gate.py:\n" + "\n".join(literals)
+    sample = ast.parse("def f(max_asr: float = 0.1, *, min_ca_retention=0.9):\n    pass\n")
+    assert [name for _, name in _literal_gate_defaults(sample)] == ["max_asr", "min_ca_retention"]

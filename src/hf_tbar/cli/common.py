@@ -25,6 +25,7 @@ from ..data.task_data import TaskData, load_task_data, resolve_target
 from ..detection import DetectionConfig
 from ..errors import ConfigError
 from ..evaluation import EvalResult
+from ..hub.gate import DEFAULT_MAX_ASR, DEFAULT_MIN_CA_RETENTION
 from ..io import check_output_dir, refuse_overlap
 from ..scale_search import ScaleSearchConfig
 from ..scenarios.embedded import embedded_scenario
@@ -178,8 +179,8 @@ class UnlearnArguments(TriggerArguments):
         default=False,
         metadata={
             "help": "Go on past every refusal: a model whose clean accuracy is near chance, a model no detector "
-            "flags (--trigger auto), and the safety gate (verified ASR > 10%% or CA retention < 90%%; the card "
-            "then warns)."
+            f"flags (--trigger auto), and the safety gate (verified ASR > {DEFAULT_MAX_ASR:.0%}% or CA retention "
+            f"< {DEFAULT_MIN_CA_RETENTION:.0%}%; the card then warns)."
         },
     )
 

@@ -8,6 +8,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from ..errors import ConfigError
+from .gate import DEFAULT_MAX_ASR, DEFAULT_MIN_CA_RETENTION
 
 __all__ = ["PushConfig"]
 
@@ -54,11 +55,11 @@ class PushConfig:
         },
     )
     max_asr: float = field(
-        default=0.10,
+        default=DEFAULT_MAX_ASR,
         metadata={"help": "Safety gate: largest attack success rate after removal, a fraction in [0, 1]."},
     )
     min_ca_retention: float = field(
-        default=0.90,
+        default=DEFAULT_MIN_CA_RETENTION,
         metadata={
             "help": "Safety gate: smallest clean accuracy after / before removal, a fraction in [0, 1]."
         },

@@ -8,6 +8,7 @@ import os
 from ..errors import ConfigError
 from ..hub.card import build_model_card
 from ..hub.card_adapter import adapter_card
+from ..hub.gate import DEFAULT_MAX_ASR, DEFAULT_MIN_CA_RETENTION
 from ..hub.provenance import base_model_provenance
 from ..io import atomic_output_dir, refuse_overlap, write_json
 from .negation_adapter import AdapterInfo, write_negation_adapter
@@ -22,8 +23,8 @@ def save_adapter_folder(
     result,
     overwrite: bool = False,
     force: bool = False,
-    max_asr: float = 0.10,
-    min_ca_retention: float = 0.90,
+    max_asr: float = DEFAULT_MAX_ASR,
+    min_ca_retention: float = DEFAULT_MIN_CA_RETENTION,
     **extra,
 ) -> AdapterInfo:
     """Write the negation adapter, ``tbar_report.json`` and the adapter card into ``output_dir`` atomically,

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ..hub import PushConfig, push_sanitized_model
+from ..hub.gate import DEFAULT_MAX_ASR, DEFAULT_MIN_CA_RETENTION
 from ..results import UnlearningResult
 from .adapter_folder import save_adapter_folder
 from .report import save_sanitized
@@ -23,8 +24,8 @@ class Publishing:
         result: UnlearningResult,
         overwrite: bool = False,
         force: bool = False,
-        max_asr: float = 0.10,
-        min_ca_retention: float = 0.90,
+        max_asr: float = DEFAULT_MAX_ASR,
+        min_ca_retention: float = DEFAULT_MIN_CA_RETENTION,
         **report_fields,
     ) -> Path:
         """Save the sanitized model as a plain CLIPModel folder with ``tbar_report.json``, the scale plot and a
@@ -59,8 +60,8 @@ class Publishing:
         result: UnlearningResult,
         overwrite: bool = False,
         force: bool = False,
-        max_asr: float = 0.10,
-        min_ca_retention: float = 0.90,
+        max_asr: float = DEFAULT_MAX_ASR,
+        min_ca_retention: float = DEFAULT_MIN_CA_RETENTION,
         **report_fields,
     ):
         """Save the sanitization as a PEFT LoRA adapter for the *backdoored* model (``mode="lora"`` and the

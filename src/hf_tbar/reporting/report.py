@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..data.pixels import image_size_of
 from ..hub.card import build_model_card
-from ..hub.gate import SafetyGateError, check_safety_gate
+from ..hub.gate import DEFAULT_MAX_ASR, DEFAULT_MIN_CA_RETENTION, SafetyGateError, check_safety_gate
 from ..hub.provenance import base_model_provenance
 from ..io import atomic_output_dir, refuse_overlap, write_json
 from ..metrics import chance_accuracy
@@ -186,8 +186,8 @@ def save_sanitized(
     result,
     overwrite: bool = False,
     force: bool = False,
-    max_asr: float = 0.10,
-    min_ca_retention: float = 0.90,
+    max_asr: float = DEFAULT_MAX_ASR,
+    min_ca_retention: float = DEFAULT_MIN_CA_RETENTION,
     **extra,
 ) -> Path:
     """Write the sanitized CLIP folder atomically: model, processor, report, plot, model card (README.md) and
