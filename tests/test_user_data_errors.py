@@ -150,4 +150,4 @@ def test_log_lines_carry_the_time(monkeypatch):
     assert main(["verify", "--help"]) == 0
     formatter = logging.Formatter(configured["format"], configured.get("datefmt"))
     record = logging.LogRecord("hf_tbar.tbar.unlearner", logging.INFO, __file__, 1, "fitted", None, None)
-    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO hf_tbar\.unlearner: fitted", formatter.format(record))
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO hf_tbar\.tbar\.unlearner: fitted", formatter.format(record))
