@@ -41,7 +41,7 @@ def test_sanitize_scans_unlearns_and_stages_the_embedded_backdoored_model(badnet
 
 
 def test_a_clean_model_is_not_flagged_by_a_real_scan(badnets_scenario, tmp_path, capsys):
-    """The embedded clean model, judged by the patch detector (self-relative) and DECREE (calibrated for it) at
+    """The embedded clean model, judged by the patch detector (self-relative) and DECREE (indicative by default) at
     their own budgets on 64 images: nothing flags it, and the verdict lists what ran."""
     argv = ["sanitize", "--model", str(badnets_scenario.clean_path), "--output_dir", str(tmp_path / "out")]
     argv += ["--detectors", "class-patch,decree", "--detection_images", "64"]

@@ -3,9 +3,10 @@ from, which class it points to, on how many images, in how long; and the combine
 
 :class:`Finding` is one detector's outcome, :class:`ScanVerdict` the set of them. The verdict is "backdoored"
 when a detector whose threshold *counts* flags the model: a self-relative threshold (the MAD anomaly index over
-the model's own classes) always counts; an absolute one (DECREE's PL1) counts only where it was calibrated for
-this kind of model (:mod:`hf_tbar.detection.calibration`) or set by the user. The inverted trigger used for
-removal is the winning finding's: the counted flag whose statistic is furthest past its threshold (as a ratio).
+the model's own classes) always counts; an absolute one (DECREE's PL1) counts only when the user set it (a
+threshold does not carry from one model to another). The inverted trigger used for removal is the winning
+finding's: the counted flag whose trigger sends the most clean images to its class, then the one furthest
+past its threshold (as a ratio).
 Both round-trip through JSON (``to_dict`` / ``from_dict``), the triggers by reference (``trigger_file``).
 """
 
