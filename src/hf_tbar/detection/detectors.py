@@ -271,17 +271,8 @@ def trigger_success(
     keep = pixels if labels is None else pixels[labels != target]
     if len(keep) == 0:
         keep = pixels
-    device = next(classifier.parameters()).device
-    training = classifier.training
-    classifier.eval()
-    hits = 0
-    try:
-        for start in range(0, len(keep), batch_size):
-            stamped = trigger(keep[start : start + batch_size]).to(device)
-            hits += int((classifier(stamped).argmax(-1) == target).sum())
-    finally:
-        classifier.train(training)
-    return hits / len(keep)
+    stamped = torch.cat([trigger(keep[i : i + batch_size]) for i in range(0, len(keep), batch_size)])
+    return float((classifier.predict(stamped, batch_size) == target).double().mean())
 
 
 def detect(

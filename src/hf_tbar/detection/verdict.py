@@ -144,8 +144,11 @@ class ScanVerdict:
         """
         flagged = [f for f in self.counted if f.flagged and f.target is not None]
         pool = flagged or [f for f in self.findings if f.target is not None and f.trigger is not None]
-        success = lambda f: -1.0 if f.trigger_success is None else f.trigger_success  # noqa: E731
-        return max(pool, key=lambda f: (success(f), f.margin), default=None)
+        return max(
+            pool,
+            key=lambda f: (-1.0 if f.trigger_success is None else f.trigger_success, f.margin),
+            default=None,
+        )
 
     @property
     def target(self) -> int | None:
