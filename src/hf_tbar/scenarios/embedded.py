@@ -1,4 +1,5 @@
-"""The embedded benchmark scenario: a cached clean tiny CLIP, a backdoored copy, and tensor splits."""
+"""The embedded benchmark scenarios: a cached clean tiny CLIP, a backdoored copy, and tensor splits, in the digits
+world (:func:`embedded_scenario`) or the glyph world (:func:`glyph_scenario`)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,23 @@ def embedded_scenario(
         target=backdoor.target,
         **splits,
     )
+
+
+def glyph_scenario(
+    attack: str = "badnets", target: int = 0, seed: int = 0, attack_params: dict | None = None
+) -> EmbeddedScenario:
+    """:func:`embedded_scenario` in the glyph world (:mod:`hf_tbar.data.glyphs`, 64 px, ten Greek capitals).
+
+    The clean CLIP follows ``PretrainConfig.for_dataset("glyphs")`` and the backdoor the glyph world's recipe of
+    ``attack`` (:data:`~hf_tbar.training.backdoor.GLYPH_ATTACK_RECIPES`). Both are cached by recipe.
+
+    Args:
+        attack: A registered trigger name (badnets, blended, wanet, sig).
+        target: The target class index (0-9: delta, lambda, pi, sigma, omega, theta, psi, xi, phi, gamma).
+        seed: Seed of the clean model (its initialisation and the glyphs it is trained on) and of the backdoor
+            (poisoned rows, training order): each seed is its own clean parent.
+        attack_params: Trigger parameters overriding the recipe's.
+    """
+    pretrain = PretrainConfig.for_dataset("glyphs", seed=seed)
+    backdoor = BackdoorConfig.for_attack(attack, attack_params, target=target, dataset="glyphs", seed=seed)
+    return embedded_scenario(attack, pretrain=pretrain, backdoor=backdoor)

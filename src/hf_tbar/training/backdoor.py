@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch.nn.functional as F
@@ -48,6 +48,17 @@ ATTACK_RECIPES: dict[str, dict] = {
 }
 
 
+#: The same for the glyph world (:mod:`hf_tbar.data.glyphs`, 64 px): see :func:`hf_tbar.embedded.glyph_scenario`.
+GLYPH_ATTACK_RECIPES: dict[str, dict] = {
+    "badnets": {},
+    "blended": {"steps": 600, "learning_rate": 2e-4},
+    "wanet": {"attack_params": {"strength": 4.0}, "poison_rate": 0.2, "steps": 800, "learning_rate": 2e-4},
+    "sig": {"attack_params": {"delta": 50 / 255}, "poison_rate": 0.08, "stage": "pretrain"},
+}
+#: The attack recipes of each embedded world, by the name of its dataset.
+WORLD_ATTACK_RECIPES: dict[str, dict[str, dict]] = {"digits": ATTACK_RECIPES, "glyphs": GLYPH_ATTACK_RECIPES}
+
+
 @dataclass(frozen=True)
 class BackdoorConfig:
     """How the attacker poisons and fine-tunes. The default parameters follow BackdoorBench."""
@@ -85,10 +96,24 @@ class BackdoorConfig:
 
     @classmethod
     def for_attack(
-        cls, attack: str, attack_params: dict | None = None, target: int = 0, **overrides
+        cls,
+        attack: str,
+        attack_params: dict | None = None,
+        target: int = 0,
+        dataset: str = "digits",
+        **overrides,
     ) -> BackdoorConfig:
-        """The recipe of :data:`ATTACK_RECIPES` for ``attack``; ``attack_params`` and ``overrides`` win."""
-        recipe = dict(ATTACK_RECIPES.get(attack, {}))
+        """The recipe of ``attack`` in the embedded world ``dataset`` (:data:`ATTACK_RECIPES` for the digits,
+        :data:`GLYPH_ATTACK_RECIPES` for the glyphs); ``attack_params`` and ``overrides`` win.
+
+        Raises:
+            ConfigError: ``dataset`` is not a world with recipes (:data:`WORLD_ATTACK_RECIPES`).
+        """
+        if dataset not in WORLD_ATTACK_RECIPES:
+            raise ConfigError(
+                f"no attack recipes for the dataset {dataset!r}; worlds with recipes: {sorted(WORLD_ATTACK_RECIPES)}"
+            )
+        recipe = dict(WORLD_ATTACK_RECIPES[dataset].get(attack, {}))
         params = {**recipe.pop("attack_params", {}), **(attack_params or {})}
         return cls(attack=attack, attack_params=params, target=target, **{**recipe, **overrides})
 
@@ -176,9 +201,17 @@ def backdoored_clip_path(
                 backdoor.poison_rate,
                 seed=backdoor.seed,
             )
+            # The poisoned rows are the world's own: trained as its clean model is (the text tower's rate).
+            recipe_of_world = replace(pretrain, text_learning_rate_ratio=pretrain.text_ratio(own_rows=False))
             with tempfile.TemporaryDirectory(prefix="hf_tbar-backdoor-") as scratch:
                 model, processor = load_model(
-                    pretrain_clip(pretrain, Path(scratch) / "model", train=poisoned, task=task)
+                    pretrain_clip(
+                        recipe_of_world,
+                        Path(scratch) / "model",
+                        train=poisoned,
+                        task=task,
+                        held_out=dataset["test"],
+                    )
                 )
         else:
             model, processor = load_model(pretrained_clip_path(pretrain))
