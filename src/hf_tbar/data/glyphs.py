@@ -57,11 +57,11 @@ _SPLIT_STREAMS = {"train": 0, "validation": 1, "test": 2}
 
 
 def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A background and an ink colour (RGB, 0-255) whose luminances differ by at least 70 levels."""
+    """A background and an ink colour (RGB, 0-255) whose luminances differ by at least 90 levels."""
     while True:
         background, ink = rng.integers(0, 256, size=(2, 3))
         luma = np.array([0.299, 0.587, 0.114])
-        if abs(float(luma @ background) - float(luma @ ink)) >= 70:
+        if abs(float(luma @ background) - float(luma @ ink)) >= 90:
             return background.astype(np.float32), ink.astype(np.float32)
 
 
@@ -92,7 +92,7 @@ def _draw_glyph(label: int, side: int, rng: np.random.Generator) -> PILImage.Ima
     canvas = _background(int(rng.integers(len(BACKGROUNDS))), background, side, rng)
     scale_up = 4
     big = side * scale_up
-    size = rng.uniform(0.45, 0.75) * big  # the glyph's box side
+    size = rng.uniform(0.5, 0.8) * big  # the glyph's box side
     angle = math.radians(rng.uniform(-25, 25))
     slant = rng.uniform(-0.2, 0.2)
     aspect = rng.uniform(0.8, 1.2)
