@@ -15,7 +15,7 @@ import time
 
 from hf_tbar import BackdoorUnlearner
 from hf_tbar.attacks import TRIGGERS
-from hf_tbar.embedded import glyph_scenario
+from hf_tbar.scenarios import glyph_scenario
 from hf_tbar.training import PRETRAIN_METRICS_FILE, PretrainConfig, pretrained_clip_path
 from hf_tbar.training.backdoor import BackdoorConfig
 

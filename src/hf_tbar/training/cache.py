@@ -7,6 +7,10 @@ version and the source text of every module that decides how a cached model is t
 reusing models trained by older code. Every folder holds :data:`RECIPE_FILE` with the recipe it was built
 from, and a reused folder's file is compared with the recipe asked for: a folder whose file is missing or
 differs (an interrupted build, a collision, a hand edit) is rebuilt, never trusted.
+
+Every build runs with :data:`BUILD_THREADS` CPU threads whatever the process was started with: the weights a
+training produces depend on the thread count (it orders the floating-point reductions), so a model built by a
+test run under ``OMP_NUM_THREADS=1`` and one built by a benchmark on two cores are the same model.
 """
 
 from __future__ import annotations
@@ -22,14 +26,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..io import cache_dir, recipe_hash
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPE_FILE", "RECIPE_MODULES", "cached_checkpoint", "code_fingerprint", "recipe_key"]
+__all__ = [
+    "BUILD_THREADS",
+    "RECIPE_FILE",
+    "RECIPE_MODULES",
+    "cached_checkpoint",
+    "code_fingerprint",
+    "recipe_key",
+]
 
 #: The file in every cached folder that records the recipe it was built from.
 RECIPE_FILE = "hf_tbar_recipe.json"
+
+#: CPU threads of every build (recorded in :data:`RECIPE_FILE`; a folder built with another count is rebuilt).
+BUILD_THREADS = 2
 
 #: Modules whose code decides how a cached model is built: architecture and tokenizer, data generation,
 #: triggers and poisoning, losses, the training loop, the recipes themselves.
@@ -89,7 +105,9 @@ def cached_checkpoint(kind: str, recipe: dict[str, Any], build: Callable[[Path],
         build: Writes a complete checkpoint at the path it is given (atomically: a folder that exists is
             complete).
     """
-    expected = json.loads(json.dumps({"recipe": recipe, "code": code_fingerprint()}, default=str))
+    expected = json.loads(
+        json.dumps({"recipe": recipe, "code": code_fingerprint(), "threads": BUILD_THREADS}, default=str)
+    )
     path = cache_dir() / kind / recipe_key(recipe)
     if (path / "config.json").is_file():
         recorded = _recorded(path)
@@ -97,8 +115,13 @@ def cached_checkpoint(kind: str, recipe: dict[str, Any], build: Callable[[Path],
             return path
         logger.warning("cached %s CLIP %s does not record this recipe: rebuilding it", kind, path)
         shutil.rmtree(path)
-    logger.info("no cached %s CLIP for this recipe; training into %s", kind, path)
-    build(path)
+    logger.info("no cached %s CLIP for this recipe; training into %s (%d threads)", kind, path, BUILD_THREADS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    try:
+        build(path)
+    finally:
+        torch.set_num_threads(threads)
     (path / RECIPE_FILE).write_text(json.dumps({**expected, "hf_tbar_version": _version()}, indent=2) + "\n")
     return path
 
