@@ -7,7 +7,8 @@ Reports test-split CA, ASR, target-class accuracy, CA retention, unlearning-set 
 The scale is chosen on the validation split (CA >= 0.95 x backdoored, target-class acc >= 0.8 x).
 Writes tables ``runs`` (as printed) and ``by_attack`` (CA / ASR / target-class accuracy per method and
 attack) to results/tbar_embedded.json, or results/tbar_embedded_900.json for the larger-budget run of
-results/runs.yaml (see results/README.md).
+results/runs.yaml, or results/tbar_glyphs.json for the run in the glyph world (64 px Greek capitals, where no
+default of hf_tbar was chosen: ``--world glyphs``; see results/README.md).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import time
 import torch
 from torch.utils.data import TensorDataset
 
-from hf_tbar import BackdoorUnlearner, ScaleSearchConfig, TBARConfig, embedded_scenario
+from hf_tbar import BackdoorUnlearner, ScaleSearchConfig, TBARConfig
 from hf_tbar.attacks import TRIGGERS
 from hf_tbar.bench import results
+from hf_tbar.scenarios import world_scenario
 from hf_tbar.tbar.variants import VARIANTS
-from hf_tbar.training.backdoor import classification_loss, vision_parameters
+from hf_tbar.training.backdoor import WORLD_ATTACK_RECIPES, classification_loss, vision_parameters
 from hf_tbar.training.loop import run_training
 
 
@@ -49,6 +51,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--attacks", nargs="+", default=["badnets", "blended", "wanet", "sig"], choices=sorted(TRIGGERS)
+    )
+    parser.add_argument(
+        "--world",
+        default="digits",
+        choices=sorted(WORLD_ATTACK_RECIPES),
+        help="Embedded world (models, data).",
     )
     parser.add_argument("--modes", nargs="+", default=["full", "lora"], choices=["full", "lora"])
     parser.add_argument("--variants", nargs="+", default=sorted(VARIANTS), choices=sorted(VARIANTS))
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     records = []
     search = ScaleSearchConfig(target_threshold=args.target_threshold)
     for attack in args.attacks:
-        sc = embedded_scenario(attack)
+        sc = world_scenario(args.world, attack)
         base = BackdoorUnlearner(sc.backdoored_path, task=sc.task)
         before = base.evaluate(*sc.test, sc.trigger, sc.target)
         rows.append(

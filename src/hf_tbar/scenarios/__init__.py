@@ -9,6 +9,6 @@ the defender's data, built offline from the recipes of :mod:`hf_tbar.training`.
 """
 
 from .captioned import captioned_scenario
-from .embedded import EmbeddedScenario, embedded_scenario, glyph_scenario
+from .embedded import EmbeddedScenario, embedded_scenario, glyph_scenario, world_scenario
 
-__all__ = ["EmbeddedScenario", "captioned_scenario", "embedded_scenario", "glyph_scenario"]
+__all__ = ["EmbeddedScenario", "captioned_scenario", "embedded_scenario", "glyph_scenario", "world_scenario"]

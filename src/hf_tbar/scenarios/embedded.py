@@ -71,21 +71,38 @@ def embedded_scenario(
     )
 
 
+def world_scenario(
+    world: str = "digits",
+    attack: str = "badnets",
+    target: int = 0,
+    seed: int = 0,
+    attack_params: dict | None = None,
+) -> EmbeddedScenario:
+    """:func:`embedded_scenario` in the embedded world ``world``: ``"digits"`` (32 px) or ``"glyphs"``
+    (:mod:`hf_tbar.data.glyphs`, 64 px, ten Greek capitals drawn stroke by stroke).
+
+    The clean CLIP follows ``PretrainConfig.for_dataset(world)`` and the backdoor the world's recipe of
+    ``attack`` (:data:`~hf_tbar.training.backdoor.WORLD_ATTACK_RECIPES`). Both are cached by recipe.
+
+    Args:
+        world: The embedded dataset whose clean and backdoored CLIPs to build.
+        attack: A registered trigger name (badnets, blended, wanet, sig).
+        target: The target class index.
+        seed: Seed of the clean model (its initialisation and the data it is trained on) and of the backdoor
+            (poisoned rows, training order): each seed is its own clean parent.
+        attack_params: Trigger parameters overriding the recipe's.
+
+    Raises:
+        ConfigError: ``world`` has no pretraining or attack recipes.
+    """
+    pretrain = PretrainConfig.for_dataset(world, seed=seed)
+    backdoor = BackdoorConfig.for_attack(attack, attack_params, target=target, dataset=world, seed=seed)
+    return embedded_scenario(attack, pretrain=pretrain, backdoor=backdoor)
+
+
 def glyph_scenario(
     attack: str = "badnets", target: int = 0, seed: int = 0, attack_params: dict | None = None
 ) -> EmbeddedScenario:
-    """:func:`embedded_scenario` in the glyph world (:mod:`hf_tbar.data.glyphs`, 64 px, ten Greek capitals).
-
-    The clean CLIP follows ``PretrainConfig.for_dataset("glyphs")`` and the backdoor the glyph world's recipe of
-    ``attack`` (:data:`~hf_tbar.training.backdoor.GLYPH_ATTACK_RECIPES`). Both are cached by recipe.
-
-    Args:
-        attack: A registered trigger name (badnets, blended, wanet, sig).
-        target: The target class index (0-9: delta, lambda, pi, sigma, omega, theta, psi, xi, phi, gamma).
-        seed: Seed of the clean model (its initialisation and the glyphs it is trained on) and of the backdoor
-            (poisoned rows, training order): each seed is its own clean parent.
-        attack_params: Trigger parameters overriding the recipe's.
-    """
-    pretrain = PretrainConfig.for_dataset("glyphs", seed=seed)
-    backdoor = BackdoorConfig.for_attack(attack, attack_params, target=target, dataset="glyphs", seed=seed)
-    return embedded_scenario(attack, pretrain=pretrain, backdoor=backdoor)
+    """:func:`world_scenario` in the glyph world (64 px; targets 0-9: delta, lambda, pi, sigma, omega, theta,
+    psi, xi, phi, gamma)."""
+    return world_scenario("glyphs", attack, target, seed, attack_params)
