@@ -1,13 +1,15 @@
 """Detection on a zoo of clean and backdoored models, and the automatic path's removal on the real trigger.
 
-The zoo spans two worlds of different image families and training: the embedded digits (32 px, supervised
-pretraining of a tiny CLIP) and the captioned world (32 px scenes, contrastive pretraining on captions). Every
+The zoo spans three worlds of different image families and training: the embedded digits (32 px, supervised
+pretraining of a tiny CLIP), the captioned world (32 px scenes, contrastive pretraining on captions) and the
+glyph world (64 px Greek capitals drawn stroke by stroke, supervised pretraining). Every
 model is trained by its recipe and cached (hf_tbar's cache, keyed by recipe and code):
 
 - tuning part: digits, pretraining seed 0 (clean, and the 4 attacks toward class 0), and a clean digits model
   of pretraining seed 2;
 - held-out part: digits of pretraining seed 1 (clean, and the 4 attacks toward class 4: another seed and
-  another target), and the captioned world (clean, BadNets, Blended).
+  another target), the captioned world (clean, BadNets, Blended) and the glyph world (clean models of seeds 0
+  and 1, the 4 attacks toward class 0 on seed 0).
 
 Each model is judged by every registered detector on 128 clean validation images (with their labels). The
 anomaly-index thresholds of the class-conditional detectors are chosen on the tuning part (the lowest threshold
@@ -42,7 +44,7 @@ from hf_tbar import BackdoorUnlearner
 from hf_tbar.bench import results
 from hf_tbar.data import load_embedded_dataset
 from hf_tbar.data.pixels import dataset_to_tensors
-from hf_tbar.detection import CALIBRATION_FILE, DETECTORS, DetectionConfig, ScanVerdict, calibration
+from hf_tbar.detection import CALIBRATION_FILE, DETECTORS, DetectionConfig, ScanVerdict
 from hf_tbar.errors import HfTbarError
 from hf_tbar.models.loading import load_model
 from hf_tbar.training.backdoor import BackdoorConfig, backdoored_clip_path
@@ -74,17 +76,19 @@ class Entry:
         return f"{self.world} s{self.seed} {what}"
 
 
-def digits_entry(part: str, seed: int, attack: str | None, target: int | None) -> Entry:
-    pretrain = PretrainConfig(seed=seed)
-    dataset, task = load_embedded_dataset("digits", image_size=32, seed=seed)
+def world_entry(world: str, part: str, seed: int, attack: str | None, target: int | None) -> Entry:
+    """A model of an embedded classification world (``"digits"``, ``"glyphs"``) by its recipes."""
+    pretrain = PretrainConfig.for_dataset(world, seed=seed)
+    side = pretrain.architecture.image_size
+    dataset, task = load_embedded_dataset(world, image_size=side, seed=seed)
     if attack is None:
         path, trigger = pretrained_clip_path(pretrain), None
     else:
-        backdoor = BackdoorConfig.for_attack(attack, target=target, seed=seed)
+        backdoor = BackdoorConfig.for_attack(attack, target=target, dataset=world, seed=seed)
         path, trigger = backdoored_clip_path(backdoor, pretrain), backdoor.trigger()
     _, processor = load_model(path)
     splits = {name: dataset_to_tensors(dataset[name], processor) for name in ("train", "validation", "test")}
-    return Entry("digits@32", part, seed, attack, target, path, task, trigger, splits)
+    return Entry(pretrain.world, part, seed, attack, target, path, task, trigger, splits)
 
 
 def captions_entry(part: str, seed: int, attack: str | None) -> Entry:
@@ -121,18 +125,29 @@ def zoo(args: argparse.Namespace) -> list[tuple[str, callable]]:
             ("held-out", args.held_out_seeds, args.held_out_targets),
         ):
             for seed in seeds:
-                plan.append((part, lambda s=seed, p=part: digits_entry(p, s, None, None)))
+                plan.append((part, lambda s=seed, p=part: world_entry("digits", p, s, None, None)))
                 for attack in args.attacks:
                     for target in targets:
                         plan.append(
-                            (part, lambda s=seed, p=part, a=attack, t=target: digits_entry(p, s, a, t))
+                            (
+                                part,
+                                lambda s=seed, p=part, a=attack, t=target: world_entry("digits", p, s, a, t),
+                            )
                         )
         for seed in args.extra_clean_seeds:
-            plan.append(("tuning", lambda s=seed: digits_entry("tuning", s, None, None)))
+            plan.append(("tuning", lambda s=seed: world_entry("digits", "tuning", s, None, None)))
     if "captions" in args.worlds:
         plan.append(("held-out", lambda: captions_entry("held-out", 0, None)))
         for attack in args.caption_attacks:
             plan.append(("held-out", lambda a=attack: captions_entry("held-out", 0, a)))
+    if "glyphs" in args.worlds:
+        for seed in args.glyph_seeds:
+            plan.append(("held-out", lambda s=seed: world_entry("glyphs", "held-out", s, None, None)))
+        for attack in args.attacks:
+            for target in args.glyph_targets:
+                plan.append(
+                    ("held-out", lambda a=attack, t=target: world_entry("glyphs", "held-out", 0, a, t))
+                )
     return plan
 
 
@@ -368,7 +383,12 @@ def write_calibrations(rows: list[dict], thresholds: dict[str, float], record) -
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worlds", nargs="+", default=["digits", "captions"], choices=["digits", "captions"])
+    parser.add_argument(
+        "--worlds",
+        nargs="+",
+        default=["digits", "captions", "glyphs"],
+        choices=["digits", "captions", "glyphs"],
+    )
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
     parser.add_argument(
         "--tuning_seeds", nargs="*", type=int, default=[0], help="Digits seeds of the tuning part."
@@ -386,6 +406,16 @@ def make_parser() -> argparse.ArgumentParser:
         help="More clean digits models (tuning part).",
     )
     parser.add_argument("--caption_attacks", nargs="*", default=["badnets", "blended"])
+    parser.add_argument(
+        "--glyph_seeds",
+        nargs="*",
+        type=int,
+        default=[0, 1],
+        help="Seeds of the clean glyph models (held-out part); the backdoored ones are of seed 0.",
+    )
+    parser.add_argument(
+        "--glyph_targets", nargs="+", type=int, default=[0], help="Targets in the glyph world."
+    )
     parser.add_argument("--detection_images", type=int, default=128)
     parser.add_argument("--no_removal", action="store_true", help="Skip the removal part.")
     parser.add_argument("--no_calibration_file", action="store_true", help="Do not write calibrations.json.")
@@ -400,10 +430,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    # Recalibrate from scratch: while the zoo runs, the verdicts use the detectors' own defaults, never a
-    # calibration file an earlier run wrote (which the zoo is about to replace), so every run is the same.
-    calibration.CALIBRATION_FILE = Path(record.path).with_name("no-calibration-while-the-zoo-runs.json")
-    config = DetectionConfig(detection_images=args.detection_images)
+    # Recalibrate from scratch: the verdicts use the detectors' own defaults, never the calibrations an earlier
+    # run wrote (which the zoo is about to replace), so every run is the same.
+    config = DetectionConfig(detection_images=args.detection_images, packaged_calibration=False)
     rows, removals = [], []
     for part, build in zoo(args):
         entry = build()
@@ -433,7 +462,8 @@ def main(argv: list[str] | None = None) -> None:
             detection,
             notes=f"{args.detection_images} clean validation images per model. Thresholds of the anomaly index "
             "chosen on the tuning part (digits, pretraining seed 0, and a clean model of seed 2); the held-out "
-            "part is another seed with another target, and the captioned world. TPR over backdoored models whose backdoor implanted (real ASR >= 50%); "
+            "part is another seed with another target, the captioned world and the glyph world (64 px, its backdoors of "
+            "seed 0, clean models of seeds 0 and 1). TPR over backdoored models whose backdoor implanted (real ASR >= 50%); "
             "FPR over clean models; target found: share of flagged models whose class is the attack's target.",
         ),
     )

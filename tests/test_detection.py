@@ -147,6 +147,9 @@ def test_every_registered_detector_keeps_the_contract(name, micro_inputs):
         sent = (classifier(stamped).argmax(-1) == result.target).float().mean().item()
     assert result.trigger_success == pytest.approx(sent)  # measured on the images outside its class
     assert json.loads(json.dumps(result.to_dict()))["detector"] == name
+    assert len(verdict.warnings) == 1 and "fewer than the 128" in verdict.warnings[0]  # 12 images
+    assert verdict.warnings[0] in verdict.summary()
+    assert ScanVerdict.from_dict(json.loads(json.dumps(verdict.to_dict()))).warnings == verdict.warnings
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert {k: p.requires_grad for k, p in model.named_parameters()} == flags
     assert torch.equal(pixels, kept)
@@ -210,6 +213,10 @@ def test_a_user_calibration_file_is_read_and_a_bad_one_is_named(tmp_path):
     good.write_text(json.dumps({"worlds": {"faces@64": {"class-patch": {"threshold": 3.0}}}}))
     assert calibration_entry("faces@64", "class-patch", good) == {"threshold": 3.0}
     assert calibration_entry("faces@64", "class-patch") is None  # only with the file
+    packaged = load_calibrations()
+    assert packaged and all(calibration_entry(w, "class-patch") for w in packaged)
+    assert all(calibration_entry(w, "class-patch", packaged=False) is None for w in packaged)
+    assert load_calibrations(good, packaged=False) == {"faces@64": {"class-patch": {"threshold": 3.0}}}
     assert "faces@64" in load_calibrations(good)
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")

@@ -60,13 +60,16 @@ def _read(path: str) -> dict[str, Any]:
     return payload
 
 
-def load_calibrations(extra: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
-    """The packaged calibrations per world, updated with those of ``extra`` (a user's file of the same format).
+def load_calibrations(
+    extra: str | os.PathLike | None = None, packaged: bool = True
+) -> dict[str, dict[str, Any]]:
+    """The packaged calibrations per world (unless ``packaged`` is False), updated with those of ``extra`` (a
+    user's file of the same format).
 
     Raises:
         InputError: ``extra`` cannot be read or is not a calibration file.
     """
-    worlds = dict(_read(str(CALIBRATION_FILE))["worlds"])
+    worlds = dict(_read(str(CALIBRATION_FILE))["worlds"]) if packaged else {}
     if extra is not None:
         if not Path(extra).is_file():
             raise InputError(f"calibration file {extra} does not exist")
@@ -75,10 +78,11 @@ def load_calibrations(extra: str | os.PathLike | None = None) -> dict[str, dict[
 
 
 def calibration_entry(
-    world: str | None, detector: str, extra: str | os.PathLike | None = None
+    world: str | None, detector: str, extra: str | os.PathLike | None = None, packaged: bool = True
 ) -> dict[str, Any] | None:
-    """What the benchmark measured for ``detector`` on models of ``world`` (threshold, rates), or ``None``."""
+    """What the benchmark measured for ``detector`` on models of ``world`` (threshold, rates), or ``None``;
+    ``packaged`` False leaves out the calibrations shipped with hf_tbar."""
     if world is None:
         return None
-    entry = load_calibrations(extra).get(world, {}).get(detector)
+    entry = load_calibrations(extra, packaged).get(world, {}).get(detector)
     return dict(entry) if isinstance(entry, dict) else None

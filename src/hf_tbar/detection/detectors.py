@@ -48,6 +48,11 @@ __all__ = [
 ]
 
 
+#: Fewer clean images than this make a verdict warn: the detection zoo (benchmarks/detection_zoo.py) measured the
+#: thresholds and rates with 128 images per model, and a 64-image scan has flagged a clean model.
+RELIABLE_DETECTION_IMAGES = 128
+
+
 @dataclass
 class DetectionInputs:
     """What a detector gets: the model, its zero-shot classifier over the user's task, and clean images.
@@ -136,6 +141,13 @@ class DetectionConfig:
         default=None,
         metadata={"help": "A calibration file of your own (hf_tbar.detection.calibration format) to trust."},
     )
+    packaged_calibration: bool = field(
+        default=True,
+        metadata={
+            "help": "Trust the calibrations shipped with hf_tbar for the kinds of model they measured. False: "
+            "only calibration_file and the detectors' own defaults (how the detection zoo recalibrates)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.detectors, str):
@@ -175,7 +187,7 @@ def _class_detector(family: str) -> Detector:
 
     def run(inputs: DetectionInputs) -> Finding:
         config = inputs.config
-        measured = calibration_entry(inputs.world, name, config.calibration_file)
+        measured = calibration_entry(inputs.world, name, config.calibration_file, config.packaged_calibration)
         threshold, source = (
             DEFAULT_ANOMALY_THRESHOLD,
             (f"self-relative: the model's own {inputs.task.num_classes} classes, Neural Cleanse's index 2"),
@@ -224,7 +236,9 @@ def _decree(inputs: DetectionInputs) -> Finding:
     start = time.perf_counter()
     result = invert_trigger(inputs.model, inputs.processor, inputs.pixels, config)
     estimate = estimate_target(inputs.classifier, inputs.pixels, result.trigger)
-    measured = calibration_entry(inputs.world, "decree", inputs.config.calibration_file)
+    measured = calibration_entry(
+        inputs.world, "decree", inputs.config.calibration_file, inputs.config.packaged_calibration
+    )
     # An absolute threshold carries between models only as far as it was measured: it counts when the user set
     # it (their own calibration, or the paper's), never by default - on the detection zoo the default PL1
     # threshold fitted on one digits model flagged a clean digits model of another seed.
@@ -312,5 +326,13 @@ def detect(
         logger.info("%s", finding.summary())
         findings.append(finding)
     verdict = ScanVerdict(findings=findings, num_classes=task.num_classes)
+    if len(pixels) < RELIABLE_DETECTION_IMAGES:
+        verdict.warnings.append(
+            f"judged on {len(pixels)} clean images, fewer than the {RELIABLE_DETECTION_IMAGES} the detectors' "
+            "thresholds were measured with: the anomaly index is noisier, and a clean model can be flagged "
+            f"(give --detection_images {RELIABLE_DETECTION_IMAGES} and a split with that many images)"
+        )
+    for warning in verdict.warnings:
+        logger.warning("detection: %s", warning)
     logger.info("%s", verdict.summary().splitlines()[0])
     return verdict

@@ -118,10 +118,13 @@ class ScanVerdict:
     Attributes:
         findings: One per detector, in the order they ran.
         num_classes: Classes of the task the class-conditional detectors judged.
+        warnings: What makes this verdict less reliable than its calibration (e.g. fewer images than the
+            detectors were measured with), one sentence each.
     """
 
     findings: list[Finding]
     num_classes: int
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def counted(self) -> list[Finding]:
@@ -177,7 +180,9 @@ class ScanVerdict:
                 " - no detector that counts ran (DECREE's absolute threshold counts only when you set it: "
                 "--detection_threshold)"
             )
-        return "\n".join([head, *(f"  {f.summary()}" for f in self.findings)])
+        return "\n".join(
+            [head, *(f"  {f.summary()}" for f in self.findings), *(f"  warning: {w}" for w in self.warnings)]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         winner = self.winner
@@ -188,6 +193,7 @@ class ScanVerdict:
             "target": self.target,
             "num_classes": self.num_classes,
             "findings": [f.to_dict() for f in self.findings],
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -196,4 +202,5 @@ class ScanVerdict:
         return cls(
             findings=[Finding.from_dict(f) for f in payload["findings"]],
             num_classes=int(payload["num_classes"]),
+            warnings=list(payload.get("warnings", [])),
         )
