@@ -277,16 +277,22 @@ def detection_table(rows: list[dict], thresholds: dict[str, float]) -> str:
 
 
 def per_attack_table(rows: list[dict], thresholds: dict[str, float]) -> str:
+    """The combined verdict per part, world and attack, and on each world's clean models."""
     lines = [
-        "| part | world | attack | implanted / models | flagged (combined) | target found |",
+        "| part | world | model | implanted / models | flagged (combined) | target found |",
         "|---|---|---|---|---|---|",
     ]
     keys = sorted(
-        {(r["part"], r["world"], r["attack"]) for r in rows if r["attack"]},
-        key=lambda k: (k[0] != "tuning", k[1], k[2]),
+        {(r["part"], r["world"], r["attack"] or "clean") for r in rows},
+        key=lambda k: (k[0] != "tuning", k[1], k[2] != "clean", k[2]),
     )
     for part, world, attack in keys:
-        subset = [r for r in rows if (r["part"], r["world"], r["attack"]) == (part, world, attack)]
+        subset = [r for r in rows if (r["part"], r["world"], r["attack"] or "clean") == (part, world, attack)]
+        if attack == "clean":
+            flags = [r for r in subset if combined(r, thresholds)]
+            seeds = ", ".join(f"seed {r['seed']}" for r in subset)
+            lines.append(f"| {part} | {world} | clean ({seeds}) | - | {len(flags)} / {len(subset)} | - |")
+            continue
         implanted = [r for r in subset if r["implanted"]]
         hits = [r for r in implanted if combined(r, thresholds)]
         right = [r for r in hits if r["found_target"] == r["target"]]
@@ -468,7 +474,11 @@ def main(argv: list[str] | None = None) -> None:
         ),
     )
     record.table(
-        "attacks", results.table_from_markdown(attacks, notes="Combined verdict per attack and world.")
+        "attacks",
+        results.table_from_markdown(
+            attacks,
+            notes="Combined verdict per attack and world, and on every clean model (a flag is a false positive).",
+        ),
     )
     if removals:
         table = removal_table(removals)
