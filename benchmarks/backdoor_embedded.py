@@ -17,7 +17,8 @@ from hf_tbar import BackdoorUnlearner
 from hf_tbar.attacks import TRIGGERS
 from hf_tbar.bench import results
 from hf_tbar.scenarios import world_scenario
-from hf_tbar.training.backdoor import WORLD_ATTACK_RECIPES, BackdoorConfig
+from hf_tbar.training.backdoor import BackdoorConfig
+from hf_tbar.training.recipes import WORLD_ATTACK_RECIPES
 
 COLUMNS = [
     "attack",

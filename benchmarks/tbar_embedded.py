@@ -26,8 +26,9 @@ from hf_tbar.attacks import TRIGGERS
 from hf_tbar.bench import results
 from hf_tbar.scenarios import world_scenario
 from hf_tbar.tbar.variants import VARIANTS
-from hf_tbar.training.backdoor import WORLD_ATTACK_RECIPES, classification_loss, vision_parameters
+from hf_tbar.training.backdoor import classification_loss, vision_parameters
 from hf_tbar.training.loop import run_training
+from hf_tbar.training.recipes import WORLD_ATTACK_RECIPES
 
 
 def clean_finetune(

@@ -168,7 +168,8 @@ def test_bad_target_and_empty_dataset():
 
 
 def test_per_attack_backdoor_recipes_merge_overrides_and_validate_the_stage():
-    from hf_tbar.training.backdoor import ATTACK_RECIPES, BackdoorConfig
+    from hf_tbar.training.backdoor import BackdoorConfig
+    from hf_tbar.training.recipes import ATTACK_RECIPES
 
     assert set(ATTACK_RECIPES) == {"badnets", "blended", "wanet", "sig"}
     wanet = BackdoorConfig.for_attack("wanet", {"grid_size": 8}, target=3, steps=5)

@@ -82,3 +82,27 @@ def test_the_key_follows_the_code_of_the_recipe_modules(tmp_path, monkeypatch):
 def test_every_recipe_module_exists():
     cache.code_fingerprint.cache_clear()
     assert len(cache.code_fingerprint()) == 16
+
+
+def test_every_training_module_keys_the_cache_unless_it_holds_no_training_code():
+    """A new module of hf_tbar.training is fingerprinted unless it is one of the exempt ones: the cache itself,
+    resumable checkpoints (how a run is saved, not what it trains), and the recipe values (each reaches the key
+    through the config it fills, so tuning one world's recipe retrains that recipe's models only)."""
+    import pkgutil
+
+    import hf_tbar.training
+
+    exempt = {"hf_tbar.training.cache", "hf_tbar.training.checkpoints", "hf_tbar.training.recipes"}
+    modules = {f"hf_tbar.training.{m.name}" for m in pkgutil.iter_modules(hf_tbar.training.__path__)}
+    assert modules - exempt <= set(cache.RECIPE_MODULES)
+    assert not exempt & set(cache.RECIPE_MODULES)
+
+
+def test_a_world_recipe_reaches_the_key_through_its_config():
+    from hf_tbar.training import BackdoorConfig, PretrainConfig
+
+    glyphs = PretrainConfig.for_dataset("glyphs")
+    assert glyphs.cache_key() != PretrainConfig.for_dataset("glyphs", steps=glyphs.steps + 1).cache_key()
+    assert glyphs.cache_key() != PretrainConfig().cache_key()
+    tuned = BackdoorConfig.for_attack("badnets", dataset="glyphs")
+    assert tuned.to_dict(image_size=64) != BackdoorConfig.for_attack("badnets").to_dict(image_size=64)

@@ -195,7 +195,7 @@ def test_the_docs_tiny_model_example_runs(tmp_path):
 
 
 def test_the_text_tower_rate_keeps_the_digits_recipe_and_slows_elsewhere():
-    from hf_tbar.training.backdoor import GLYPH_ATTACK_RECIPES
+    from hf_tbar.training.recipes import GLYPH_ATTACK_RECIPES
 
     digits = PretrainConfig()
     assert digits.text_ratio(own_rows=False) == 1.0  # the cached digits models' recipe, unchanged

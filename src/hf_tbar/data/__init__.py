@@ -3,6 +3,7 @@
 | module | job |
 |---|---|
 | ``embedded`` | datasets shipped with hf_tbar, and :class:`TaskSpec` (class names + prompt templates) |
+| ``glyphs`` | the embedded glyph world: ten Greek capitals drawn stroke by stroke (64 px) |
 | ``arguments`` | :class:`DataArguments`: which dataset, columns, splits, caps, class names, templates |
 | ``sources`` | the registry of data sources (embedded, save_to_disk, imagefolder, parquet/arrow, Hub) |
 | ``caption_data`` | :class:`CaptionDataArguments` / :func:`load_caption_data`: an image-caption unlearning set |
@@ -15,6 +16,7 @@
 from .arguments import DataArguments
 from .caption_data import CaptionData, CaptionDataArguments, load_caption_data
 from .embedded import EMBEDDED_DATASETS, TaskSpec, load_embedded_dataset
+from .glyphs import load_glyphs  # registers the glyph world in EMBEDDED_DATASETS
 from .images import DatasetImages, ImageSet, TensorImages, as_image_set
 from .loader import TensorPairs, iter_pixel_batches, load_image_folder, pixel_loader, tensor_loader
 from .pixels import dataset_to_tensors, normalize_pixels, tensors_to_images, validate_pixels
@@ -38,6 +40,7 @@ __all__ = [
     "dataset_to_tensors",
     "iter_pixel_batches",
     "load_embedded_dataset",
+    "load_glyphs",
     "load_caption_data",
     "load_image_folder",
     "load_task_data",

@@ -120,7 +120,8 @@ def load_digits(image_size: int = 32, seed: int = 0) -> tuple[DatasetDict, TaskS
 
 
 #: Embedded datasets by name: each builder takes ``image_size`` (pixels) and ``seed`` and returns the splits and
-#: their task. ``"glyphs"``: :func:`hf_tbar.data.glyphs.load_glyphs` (64 px by default).
+#: their task. ``"glyphs"`` (:func:`hf_tbar.data.glyphs.load_glyphs`, 64 px by default) registers itself when
+#: :mod:`hf_tbar.data` is imported.
 EMBEDDED_DATASETS: dict[str, Callable[..., tuple[DatasetDict, TaskSpec]]] = {"digits": load_digits}
 
 
@@ -133,9 +134,3 @@ def load_embedded_dataset(name: str = "digits", **kwargs) -> tuple[DatasetDict, 
             f"unknown embedded dataset {name!r}; available: {sorted(EMBEDDED_DATASETS)}"
         ) from None
     return builder(**kwargs)
-
-
-# The glyph world imports TaskSpec from here, so it registers itself once this module is complete.
-from .glyphs import load_glyphs  # noqa: E402
-
-EMBEDDED_DATASETS["glyphs"] = load_glyphs

@@ -19,7 +19,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from ..errors import InputError
-from .embedded import TaskSpec
+from .embedded import EMBEDDED_DATASETS, TaskSpec
 
 __all__ = ["BACKGROUNDS", "GLYPHS_TASK", "GLYPH_NAMES", "GLYPH_STROKES", "GLYPH_TEMPLATES", "load_glyphs"]
 
@@ -168,3 +168,6 @@ def load_glyphs(
         }
     )
     return dataset, GLYPHS_TASK
+
+
+EMBEDDED_DATASETS["glyphs"] = load_glyphs

@@ -48,7 +48,7 @@ def embedded_scenario(
 ) -> EmbeddedScenario:
     """Build (or reuse from the cache) the clean and backdoored tiny CLIPs and the data splits.
 
-    Without ``backdoor``, the attack's recipe from :data:`~hf_tbar.training.backdoor.ATTACK_RECIPES` is used
+    Without ``backdoor``, the attack's recipe from :data:`~hf_tbar.training.recipes.ATTACK_RECIPES` is used
     (``attack_params`` override its trigger parameters).
     """
     pretrain = pretrain or PretrainConfig()
@@ -82,7 +82,7 @@ def world_scenario(
     (:mod:`hf_tbar.data.glyphs`, 64 px, ten Greek capitals drawn stroke by stroke).
 
     The clean CLIP follows ``PretrainConfig.for_dataset(world)`` and the backdoor the world's recipe of
-    ``attack`` (:data:`~hf_tbar.training.backdoor.WORLD_ATTACK_RECIPES`). Both are cached by recipe.
+    ``attack`` (:data:`~hf_tbar.training.recipes.WORLD_ATTACK_RECIPES`). Both are cached by recipe.
 
     Args:
         world: The embedded dataset whose clean and backdoored CLIPs to build.

@@ -5,9 +5,10 @@ Tiny models of your own: :func:`build_tiny_clip` (a random CLIP whose tokenizer 
 """
 
 from ..models.tiny_clip import TinyCLIPConfig, build_tiny_clip
-from .backdoor import ATTACK_RECIPES, BackdoorConfig, backdoor_clip, backdoored_clip_path
+from .backdoor import BackdoorConfig, backdoor_clip, backdoored_clip_path
 from .loop import FinetuneConfig, run_training
 from .pretrain import PRETRAIN_METRICS_FILE, PretrainConfig, pretrain_clip, pretrained_clip_path
+from .recipes import ATTACK_RECIPES
 
 __all__ = [
     "ATTACK_RECIPES",

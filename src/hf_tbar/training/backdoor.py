@@ -26,6 +26,7 @@ from .arguments import finetune_config_of
 from .cache import cached_checkpoint
 from .loop import FinetuneConfig, run_training
 from .pretrain import PretrainConfig, pretrain_clip, pretrained_clip_path
+from .recipes import WORLD_ATTACK_RECIPES
 
 logger = logging.getLogger(__name__)
 
@@ -34,33 +35,6 @@ BACKDOOR_RECIPE_FILE = "backdoor_recipe.json"
 #: Where the poison enters: the attacker fine-tunes a clean CLIP on poisoned data (the seed paper's
 #: single-task setting), or the model is trained from scratch on poisoned data (the embedded pretraining).
 STAGES = ("finetune", "pretrain")
-
-#: Per-attack recipes that implant each backdoor in the embedded tiny CLIP (ASR >= 95% with CA within
-#: 3 points of the clean model: ``python benchmarks/backdoor_embedded.py``). A patch-8 ViT at 32 px
-#: needs a stronger WaNet warp and more poisoned rows than BackdoorBench's CNN defaults; clean-label SIG
-#: does not implant by fine-tuning a model that already classifies the target class (the poisoned rows
-#: carry no loss), so it enters at training time, as in the original attack.
-ATTACK_RECIPES: dict[str, dict] = {
-    "badnets": {},
-    "blended": {"steps": 600, "learning_rate": 2e-4},
-    "wanet": {"attack_params": {"strength": 4.0}, "poison_rate": 0.2, "steps": 800, "learning_rate": 2e-4},
-    "sig": {"attack_params": {"delta": 50 / 255}, "poison_rate": 0.08, "stage": "pretrain"},
-}
-
-
-#: The same for the glyph world (:mod:`hf_tbar.data.glyphs`, 64 px): see :func:`hf_tbar.scenarios.world_scenario`.
-#: Every attack enters at training time (the model is trained from scratch on the poisoned split, as
-#: BackdoorBench trains its victims): fine-tuning the clean glyph CLIP with the digits' recipes implanted
-#: 39-52% ASR (BadNets, Blended, WaNet) at 2-9 points of CA, SIG from scratch 94% at 1.6 points
-#: (``python benchmarks/backdoor_embedded.py --world glyphs`` at commit 1d7b970).
-GLYPH_ATTACK_RECIPES: dict[str, dict] = {
-    "badnets": {"stage": "pretrain"},
-    "blended": {"stage": "pretrain"},
-    "wanet": {"attack_params": {"strength": 4.0}, "poison_rate": 0.2, "stage": "pretrain"},
-    "sig": {"attack_params": {"delta": 50 / 255}, "poison_rate": 0.08, "stage": "pretrain"},
-}
-#: The attack recipes of each embedded world, by the name of its dataset.
-WORLD_ATTACK_RECIPES: dict[str, dict[str, dict]] = {"digits": ATTACK_RECIPES, "glyphs": GLYPH_ATTACK_RECIPES}
 
 
 @dataclass(frozen=True)
@@ -107,8 +81,8 @@ class BackdoorConfig:
         dataset: str = "digits",
         **overrides,
     ) -> BackdoorConfig:
-        """The recipe of ``attack`` in the embedded world ``dataset`` (:data:`ATTACK_RECIPES` for the digits,
-        :data:`GLYPH_ATTACK_RECIPES` for the glyphs); ``attack_params`` and ``overrides`` win.
+        """The recipe of ``attack`` in the embedded world ``dataset`` (:data:`~hf_tbar.training.recipes.ATTACK_RECIPES` for the
+        digits, :data:`~hf_tbar.training.recipes.GLYPH_ATTACK_RECIPES` for the glyphs); ``attack_params`` and ``overrides`` win.
 
         Raises:
             ConfigError: ``dataset`` is not a world with recipes (:data:`WORLD_ATTACK_RECIPES`).

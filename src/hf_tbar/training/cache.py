@@ -55,6 +55,7 @@ RECIPE_MODULES: tuple[str, ...] = (
     "hf_tbar.attacks.triggers",
     "hf_tbar.data.captioned",
     "hf_tbar.data.embedded",
+    "hf_tbar.data.glyphs",
     "hf_tbar.data.pixels",
     "hf_tbar.models.tiny_clip",
     "hf_tbar.models.tokenizer",

@@ -33,11 +33,10 @@ from .arguments import FinetuneConfig, finetune_config_of
 from .augment import random_affine
 from .cache import cached_checkpoint, recipe_key
 from .loop import run_training
+from .recipes import DEFAULT_TEXT_LEARNING_RATE_RATIO, PRETRAIN_RECIPES
 
 __all__ = [
-    "DEFAULT_TEXT_LEARNING_RATE_RATIO",
     "PRETRAIN_METRICS_FILE",
-    "PRETRAIN_RECIPES",
     "PretrainConfig",
     "pretrain_clip",
     "pretrained_clip_path",
@@ -113,7 +112,7 @@ class PretrainConfig:
 
     @classmethod
     def for_dataset(cls, dataset: str = "digits", **overrides) -> PretrainConfig:
-        """The recipe of the embedded world ``dataset`` (:data:`PRETRAIN_RECIPES`); ``overrides`` win.
+        """The recipe of the embedded world ``dataset`` (:data:`~hf_tbar.training.recipes.PRETRAIN_RECIPES`); ``overrides`` win.
 
         Raises:
             ConfigError: ``dataset`` has no recipe.
@@ -121,20 +120,6 @@ class PretrainConfig:
         if dataset not in PRETRAIN_RECIPES:
             raise ConfigError(f"no pretraining recipe for {dataset!r}; recipes: {sorted(PRETRAIN_RECIPES)}")
         return cls(dataset=dataset, **{**PRETRAIN_RECIPES[dataset], **overrides})
-
-
-#: The text tower's learning-rate share when ``text_learning_rate_ratio`` is None (the digits aside).
-DEFAULT_TEXT_LEARNING_RATE_RATIO = 0.1
-#: The recipe of each embedded world's clean CLIP, as :class:`PretrainConfig` fields other than ``dataset``.
-#: Glyphs: 64 px, ViT patch 16 (16 tokens, as the digits' 32 px / patch 8).
-PRETRAIN_RECIPES: dict[str, dict] = {
-    "digits": {},
-    "glyphs": {
-        "architecture": TinyCLIPConfig(image_size=64, patch_size=16),
-        "steps": 2000,
-        "text_learning_rate_ratio": DEFAULT_TEXT_LEARNING_RATE_RATIO,
-    },
-}
 
 
 def pretrain_clip(
