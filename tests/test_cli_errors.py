@@ -161,7 +161,7 @@ def test_debug_flag_and_env_show_the_traceback(tmp_path):
 
 
 def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, badnets_scenario):
-    import hf_tbar.tbar.vector_fitting as unlearner_module
+    import hf_tbar.tbar.fitter as unlearner_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
