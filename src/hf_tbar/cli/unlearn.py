@@ -14,14 +14,24 @@ Examples::
 
 from __future__ import annotations
 
+from .. import pipeline
 from ..data.caption_data import CaptionDataArguments
 from ..detection import DetectionConfig
+from ..hub.gate import GateArguments
 from ..scale_search import ScaleSearchConfig
 from ..tbar.config import TBARConfig
-from .common import UnlearnArguments, format_table, outcome_summary, run_tbar
+from .common import UnlearnArguments, format_table, outcome_summary
+from .recorded import recorded_command
 
 HELP = "Remove a backdoor with TBAR (known, image or found trigger, or --trigger auto) and save a CLIPModel folder."
-DATACLASSES = (UnlearnArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig, DetectionConfig)
+DATACLASSES = (
+    UnlearnArguments,
+    CaptionDataArguments,
+    TBARConfig,
+    ScaleSearchConfig,
+    DetectionConfig,
+    GateArguments,
+)
 
 
 def run(
@@ -30,8 +40,10 @@ def run(
     config: TBARConfig,
     search: ScaleSearchConfig,
     detection: DetectionConfig,
+    gate: GateArguments | None = None,
 ) -> int:
-    done = run_tbar(args, data_args, config, search, detection)
+    command = recorded_command(args, data_args, config, search, detection, *([gate] if gate else []))
+    done = pipeline.run(args, data_args, config, search, detection, gate, command=command)
     result, unlearner = done.result, done.unlearner
     rows = [("backdoored", result.before), (f"TBAR (scale {result.selection.scale:.2f})", result.after)]
     if result.detection is not None:
