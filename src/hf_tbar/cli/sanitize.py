@@ -87,14 +87,9 @@ class SanitizeArguments(UnlearnArguments):
             raise ConfigError("--dry_run_dir needs --repo_id (the card and the commit are written for it)")
 
 
-DATACLASSES = (
-    SanitizeArguments,
-    CaptionDataArguments,
-    TBARConfig,
-    ScaleSearchConfig,
-    DetectionConfig,
-    GateArguments,
-)
+#: The gate's thresholds are not flags here: the pipeline applies :class:`~hf_tbar.hub.gate.GateArguments`'
+#: defaults (``hf-tbar push`` takes ``--max_asr`` / ``--min_ca_retention``; ``--force`` goes past the gate).
+DATACLASSES = (SanitizeArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig, DetectionConfig)
 
 
 def _stage(error: BaseException) -> tuple[str, str]:
@@ -110,10 +105,9 @@ def run(
     config: TBARConfig,
     search: ScaleSearchConfig,
     detection: DetectionConfig,
-    gate: GateArguments | None = None,
 ) -> int:
     """Run the pipeline's stages in order; the first that fails ends the command with a line naming it."""
-    gate = gate or GateArguments()
+    gate = GateArguments()
     push = None
     if args.repo_id is not None:
         push = PushConfig(
@@ -126,7 +120,7 @@ def run(
             max_asr=gate.max_asr,
             min_ca_retention=gate.min_ca_retention,
         )
-    command = recorded_command(args, data_args, config, search, detection, gate)
+    command = recorded_command(args, data_args, config, search, detection)
     try:
         done = pipeline.run(
             args, data_args, config, search, detection, gate, push, args.dry_run_dir, command=command

@@ -24,14 +24,9 @@ from .common import UnlearnArguments, format_table, outcome_summary
 from .recorded import recorded_command
 
 HELP = "Remove a backdoor with TBAR (known, image or found trigger, or --trigger auto) and save a CLIPModel folder."
-DATACLASSES = (
-    UnlearnArguments,
-    CaptionDataArguments,
-    TBARConfig,
-    ScaleSearchConfig,
-    DetectionConfig,
-    GateArguments,
-)
+#: The gate's thresholds are not flags here: the pipeline applies :class:`~hf_tbar.hub.gate.GateArguments`'
+#: defaults (``hf-tbar push`` takes ``--max_asr`` / ``--min_ca_retention``; ``--force`` goes past the gate).
+DATACLASSES = (UnlearnArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig, DetectionConfig)
 
 
 def run(
@@ -40,10 +35,9 @@ def run(
     config: TBARConfig,
     search: ScaleSearchConfig,
     detection: DetectionConfig,
-    gate: GateArguments | None = None,
 ) -> int:
-    command = recorded_command(args, data_args, config, search, detection, *([gate] if gate else []))
-    done = pipeline.run(args, data_args, config, search, detection, gate, command=command)
+    command = recorded_command(args, data_args, config, search, detection)  # the card's reproduce line
+    done = pipeline.run(args, data_args, config, search, detection, GateArguments(), command=command)
     result, unlearner = done.result, done.unlearner
     rows = [("backdoored", result.before), (f"TBAR (scale {result.selection.scale:.2f})", result.after)]
     if result.detection is not None:
