@@ -117,7 +117,7 @@ def test_runtime_errors_map_to_their_exit_codes(tmp_path, capsys, micro_folder):
 
 
 def test_unlearn_refuses_a_non_empty_output_before_any_work(tmp_path, capsys, monkeypatch):
-    import hf_tbar.cli.common as common
+    import hf_tbar.pipeline as common  # the pipeline loads the data and builds the model
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("data were loaded or a model built before the output was checked")
