@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-import hf_tbar.tbar.vector_fitting as unlearner_module
+import hf_tbar.tbar.fitter as unlearner_module
 from helpers import MICRO
 from hf_tbar import BackdoorUnlearner, TBARConfig
 from hf_tbar.data import TaskSpec

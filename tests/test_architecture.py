@@ -16,8 +16,9 @@ import pytest
 
 PACKAGE = "hf_tbar"
 SOURCE = Path(__file__).resolve().parent.parent / "src" / PACKAGE
-#: The most plain modules (``__init__.py`` aside) the top level of ``src/hf_tbar`` may hold.
-MAX_TOP_LEVEL_MODULES = 10
+#: The most plain modules (``__init__.py`` aside) the top level of ``src/hf_tbar`` may hold: ten, and
+#: ``pipeline`` (the one library call the CLI, the examples and users run: load -> unlearn -> verify -> save).
+MAX_TOP_LEVEL_MODULES = 11
 
 
 def module_files() -> dict[str, Path]:
@@ -249,3 +250,35 @@ def test_the_gate_thresholds_have_one_home():
     assert not literals, "gate thresholds written as literals outside hub/gate.py:\n" + "\n".join(literals)
     sample = ast.parse("def f(max_asr: float = 0.1, *, min_ca_retention=0.9):\n    pass\n")
     assert [name for _, name in _literal_gate_defaults(sample)] == ["max_asr", "min_ca_retention"]
+
+
+def _builds_an_unlearner(tree: ast.AST) -> list[int]:
+    """Lines of ``tree`` that import ``BackdoorUnlearner`` or call it (by name or as an attribute)."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and any(a.name == "BackdoorUnlearner" for a in node.names):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else func.attr
+                if isinstance(func, ast.Attribute)
+                else None
+            )
+            if name == "BackdoorUnlearner":
+                lines.append(node.lineno)
+    return lines
+
+
+def test_the_cli_calls_the_pipeline_and_builds_no_unlearner():
+    """``cli/`` parses arguments and calls :mod:`hf_tbar.pipeline`; none of its modules builds an unlearner."""
+    built = [
+        f"cli/{path.name}:{line}"
+        for path in sorted((SOURCE / "cli").glob("*.py"))
+        for line in _builds_an_unlearner(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert not built, "cli modules that build a BackdoorUnlearner themselves:\n" + "\n".join(built)
+    sample = "from ..tbar.unlearner import BackdoorUnlearner\nu = BackdoorUnlearner(m)\nv = tbar.BackdoorUnlearner(m)\n"
+    assert _builds_an_unlearner(ast.parse(sample)) == [1, 2, 3]

@@ -98,13 +98,13 @@ def test_a_caption_dataset_is_read_by_its_caption_column_without_labels(micro_cl
         TBARConfig(steps=2, batch_size=8, unlearning_set_size=8),
         caption_column="text",
     )
-    clean = unlearner._clean_set(dataset, None, None)
+    clean = unlearner.images.clean_set(dataset, None, None)
     assert clean.labels is None and clean.captions == captions
     vector = unlearner.fit_trigger_vector(BadNets(), 2, clean_pixels=clean)
     assert vector.metadata["objective"] == "contrastive"
     wrong = BackdoorUnlearner(model, processor, TASK, caption_column="caption")
     with pytest.raises(DataError, match="no column 'caption'.*'text'"):
-        wrong._clean_set(dataset, None, None)
+        wrong.images.clean_set(dataset, None, None)
 
 
 def test_bad_captions_are_named(micro_clip, caplog):
@@ -120,7 +120,7 @@ def test_bad_captions_are_named(micro_clip, caplog):
     with pytest.raises(DataError, match="every caption of the unlearning set names the target 'one'"):
         unlearner.fit_trigger_vector(BadNets(), 1, clean_pixels=TensorImages(pixels, captions=["one"] * 20))
     with pytest.raises(DataError, match="clean_captions go with clean_pixels given as a tensor"):
-        unlearner._clean_set(TensorImages(pixels), None, captions)
+        unlearner.images.clean_set(TensorImages(pixels), None, captions)
     tokenizer = micro_clip[1].tokenizer
     with caplog.at_level(logging.WARNING):
         tokenize_captions(unlearner.family, tokenizer, ["short", "word " * 40, "long " * 50], "my captions")

@@ -13,7 +13,7 @@ from hf_tbar.cli import main, parse_command
 from hf_tbar.data.caption_data import CaptionDataArguments
 from hf_tbar.errors import ConfigError, DataError
 from hf_tbar.models.tiny_clip import build_tiny_clip, save_clip
-from hf_tbar.tbar.caption_fitting import CaptionVectorFitting
+from hf_tbar.tbar import contrastive
 
 CLASSES = ("red", "green", "blue")
 COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (40, 50, 210)}
@@ -76,13 +76,13 @@ def photos(tmp_path_factory) -> Path:
 def fitted(monkeypatch) -> list[str]:
     """The fine-tunings that went through the contrastive (caption) route."""
     seen = []
-    original = CaptionVectorFitting._caption_vector
+    original = contrastive.caption_rows
 
-    def spy(self, pixels, own, objective, desc):
+    def spy(context, pixels, own, objective, desc, metadata):
         seen.append(desc)
-        return original(self, pixels, own, objective, desc)
+        return original(context, pixels, own, objective, desc, metadata)
 
-    monkeypatch.setattr(CaptionVectorFitting, "_caption_vector", spy)
+    monkeypatch.setattr(contrastive, "caption_rows", spy)
     return seen
 
 

@@ -117,7 +117,7 @@ def test_runtime_errors_map_to_their_exit_codes(tmp_path, capsys, micro_folder):
 
 
 def test_unlearn_refuses_a_non_empty_output_before_any_work(tmp_path, capsys, monkeypatch):
-    import hf_tbar.cli.common as common
+    import hf_tbar.pipeline as common  # the pipeline loads the data and builds the model
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("data were loaded or a model built before the output was checked")
@@ -161,7 +161,7 @@ def test_debug_flag_and_env_show_the_traceback(tmp_path):
 
 
 def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, badnets_scenario):
-    import hf_tbar.tbar.vector_fitting as unlearner_module
+    import hf_tbar.tbar.fitter as unlearner_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

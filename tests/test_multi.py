@@ -104,13 +104,13 @@ def test_unlearn_many_refuses_when_only_zero_scales_keep_the_constraints(micro_c
 def test_the_target_class_constraint_of_each_trigger_is_honoured():
     """A candidate that keeps CA but loses a target class is infeasible for unlearn_many's search."""
     from hf_tbar.evaluation import EvalResult
-    from hf_tbar.tbar.multi import MultiUnlearning
+    from hf_tbar.tbar.multi import constraints_hold
 
     base = [EvalResult(0.9, 1.0, 1.0, num_examples=1000, num_target=1000)] * 2
     kept = [EvalResult(0.9, 0.0, 0.95, num_examples=1000, num_target=1000)] * 2
     lost = [EvalResult(0.9, 0.0, 0.95, num_examples=1000, num_target=1000),
             EvalResult(0.9, 0.0, 0.50, num_examples=1000, num_target=1000)]  # fmt: skip
     search = ScaleSearchConfig(target_threshold=0.8)
-    assert MultiUnlearning._constraints_hold(kept, base, search)
-    assert not MultiUnlearning._constraints_hold(lost, base, search)
-    assert MultiUnlearning._constraints_hold(lost, base, ScaleSearchConfig(target_threshold=None))
+    assert constraints_hold(kept, base, search)
+    assert not constraints_hold(lost, base, search)
+    assert constraints_hold(lost, base, ScaleSearchConfig(target_threshold=None))

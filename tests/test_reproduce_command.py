@@ -93,11 +93,10 @@ def test_the_cards_command_parses_back_into_the_runs_arguments(inputs):
 
 
 def test_an_automatic_run_keeps_its_trigger_in_a_file_and_reruns_detection(inputs, monkeypatch):
-    import hf_tbar.cli.common as common
-    import hf_tbar.cli.unlearn as unlearn
+    import hf_tbar.pipeline as pipeline
 
-    runs = []
-    monkeypatch.setattr(unlearn, "run_tbar", lambda *args: runs.append(common.run_tbar(*args)) or runs[-1])
+    runs, original = [], pipeline.run
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: runs.append(original(*a, **k)) or runs[-1])
     argv = ["--model", "path/to/my-clip", "--dataset_name", "path/to/colours", "--templates", TEMPLATE]
     argv += ["--trigger", "auto", "--detectors", "decree", "--decree_steps", "3", "--steps", "2"]
     # --force: a random micro CLIP is at chance, and nothing flags it; its inverted trigger is unlearned anyway

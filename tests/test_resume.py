@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import hf_tbar.tbar.vector_fitting as unlearner_module
+import hf_tbar.tbar.fitter as unlearner_module
 from hf_tbar import BackdoorUnlearner, TaskVector, TBARConfig
 from hf_tbar.data import TaskSpec
 from hf_tbar.errors import InputError

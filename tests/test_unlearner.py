@@ -53,7 +53,7 @@ def test_fine_tuning_gives_back_the_models_grad_flags(micro_clip, mode):
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_gradient_checkpointing_fits_the_same_vector(micro_clip, mode, monkeypatch):
-    from hf_tbar.tbar import vector_fitting
+    from hf_tbar.tbar import fitter as vector_fitting
 
     pixels = torch.rand(20, 3, 32, 32)
     plain = _unlearner(micro_clip, mode=mode).fit_trigger_vector(BadNets(), 1, clean_pixels=pixels)

@@ -83,7 +83,7 @@ FAST = ["--steps", "2", "--unlearning_set_size", "8", "--ca_threshold", "0.3", "
 
 @pytest.mark.parametrize("kind", sorted(DATASETS))
 def test_cli_unlearns_on_the_users_model_and_data(tmp_path, user_model, kind, monkeypatch):
-    import hf_tbar.cli.common as common
+    import hf_tbar.pipeline as common  # the pipeline builds the embedded model without --model
 
     def no_embedded(*args, **kwargs):
         raise AssertionError("an embedded model was built although --model was given")

@@ -39,7 +39,9 @@ class UnlearningResult:
 
     ``trigger`` is ``None`` when the unlearning set was made of poisoned images found as they are; ASR is
     then their held-out share classified as the target. ``data`` records the dataset, splits and sizes
-    evaluated (provenance), ``losses`` the loss per step of each fine-tuning (by its label), ``warnings`` what looked wrong.
+    evaluated (provenance), ``losses`` the loss per step of each fine-tuning (by its label), ``finetune_steps`` its
+    optimizer steps, ``finetune_clean_images`` the clean images (with their true class) the fine-tunings consumed,
+    ``warnings`` what looked wrong.
     """
 
     model: CLIPModel
@@ -56,6 +58,8 @@ class UnlearningResult:
     data: dict = field(default_factory=dict)
     losses: dict[str, list[float]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    finetune_steps: dict[str, int] = field(default_factory=dict)
+    finetune_clean_images: int = 0
 
     @property
     def ca_retention(self) -> float | None:

@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .. import pipeline
 from ..data.arguments import DataArguments
+from ..detection import DetectionConfig
 from ..reporting.report import PLOT_FILE, REPORT_FILE
+from ..scale_search import ScaleSearchConfig
 from ..tbar.config import TBARConfig
-from ..tbar.unlearner import BackdoorUnlearner
-from .common import UnlearnArguments, format_table, run_tbar
+from .common import UnlearnArguments, format_table
 from .demo_captions import run_captions
+from .recorded import recorded_command
 
 HELP = "Offline demo: build a tiny CLIP, backdoor it, remove the backdoor with TBAR, write a report."
 
@@ -65,11 +68,12 @@ def run(demo: DemoArguments) -> int:
         overwrite=demo.overwrite or earlier_demo,
         force=demo.force,
     )
-    done = run_tbar(args, DataArguments(), TBARConfig(variant=demo.variant, mode=demo.mode))
+    data_args, config = DataArguments(), TBARConfig(variant=demo.variant, mode=demo.mode)
+    search, detection = ScaleSearchConfig(), DetectionConfig()
+    command = recorded_command(args, data_args, config, search, detection)
+    done = pipeline.run(args, data_args, config, search, detection, command=command)
     result, scenario, test = done.result, done.embedded, done.data.test
-    clean = BackdoorUnlearner(scenario.clean_path, task=done.data.task).evaluate(
-        test, None, scenario.trigger, scenario.target
-    )
+    clean = pipeline.evaluate_checkpoint(scenario.clean_path, done.data, scenario.trigger, scenario.target)
     print(
         f"\nEmbedded demo: {scenario.trigger.describe(image_size=done.unlearner.image_size[0])} -> class "
         f"{scenario.target} ({done.data.task.classnames[scenario.target]}), test split of {len(test)} digits\n"

@@ -9,12 +9,9 @@ import logging
 import time
 from pathlib import Path
 
-from ..evaluation import evaluate_model
-from ..models.loading import load_model
+from .. import pipeline
 from ..reporting.report import PLOT_FILE, REPORT_FILE
-from ..scenarios.captioned import captioned_scenario
 from ..tbar.config import TBARConfig
-from ..tbar.unlearner import BackdoorUnlearner
 from .common import format_table
 
 logger = logging.getLogger(__name__)
@@ -27,23 +24,12 @@ def run_captions(demo) -> int:
     """The captions world of :class:`~hf_tbar.cli.demo.DemoArguments` (trains and caches its two models on
     first use: about 10 minutes on 2 CPU cores)."""
     start = time.perf_counter()
-    scenario = captioned_scenario(demo.attack, train_size=CLEAN_PAIRS)
     config = TBARConfig(variant=demo.variant, mode=demo.mode)  # fine-tuning until the loss plateaus
-    unlearner = BackdoorUnlearner(scenario.backdoored_path, task=scenario.task, config=config)
-    result = unlearner.unlearn(
-        scenario.trigger,
-        scenario.target,
-        clean_pixels=scenario.train[0],
-        clean_labels=scenario.train[1],
-        clean_captions=scenario.train_captions,
-        validation=scenario.validation,
-        test=scenario.test,
-        force=demo.force,
+    overwrite = demo.overwrite or (Path(demo.output_dir) / REPORT_FILE).is_file()
+    done = pipeline.run_captioned_world(
+        demo.attack, config, demo.output_dir, CLEAN_PAIRS, overwrite=overwrite, force=demo.force
     )
-    clean_model, processor = load_model(scenario.clean_path)
-    clean = evaluate_model(
-        clean_model, processor, scenario.task, *scenario.test, scenario.trigger, scenario.target
-    )
+    scenario, result, clean = done.scenario, done.result, done.clean
     target = scenario.task.classnames[scenario.target]
     print(  # noqa: T201
         f"\nCaptioned demo: {scenario.trigger.describe()} with captions naming '{target}', 1% of the pairs of "
@@ -55,11 +41,6 @@ def run_captions(demo) -> int:
         (f"TBAR {demo.variant}, contrastive (scale {result.selection.scale:.2f})", result.after),
     ]
     print(format_table(rows))  # noqa: T201
-    overwrite = demo.overwrite or (Path(demo.output_dir) / REPORT_FILE).is_file()
-    data = {"unlearning_set": "captioned world (image-caption pairs)", "objective": "contrastive"}
-    unlearner.save_pretrained(
-        demo.output_dir, result, overwrite=overwrite, force=demo.force, dataset="embedded-captions", data=data
-    )
     retention = "n/a" if result.ca_retention is None else f"{100 * result.ca_retention:.1f}%"
     print(  # noqa: T201
         f"\nCA retention {retention}, unlearning set {result.unlearning_set_size} captioned triggered images\n"

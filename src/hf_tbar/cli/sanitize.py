@@ -18,18 +18,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from .. import pipeline
 from ..data.arguments import DataArguments
 from ..data.caption_data import CaptionDataArguments
 from ..detection import DetectionConfig
 from ..errors import ConfigError, HfTbarError, ModelAtChanceError
-from ..hub import PushConfig, push_sanitized_model
-from ..hub.gate import SafetyGateError
+from ..hub import PushConfig
+from ..hub.gate import GateArguments, SafetyGateError
 from ..hub.remote import HubPushError
-from ..io import check_output_dir
 from ..results import NoBackdoorDetectedError
 from ..scale_search import NoFeasibleScaleError, ScaleSearchConfig
 from ..tbar.config import TBARConfig
-from .common import UnlearnArguments, outcome_summary, run_tbar
+from .common import UnlearnArguments, outcome_summary
+from .recorded import recorded_command
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class SanitizeArguments(UnlearnArguments):
             raise ConfigError("--dry_run_dir needs --repo_id (the card and the commit are written for it)")
 
 
+#: The gate's thresholds are not flags here: the pipeline applies :class:`~hf_tbar.hub.gate.GateArguments`'
+#: defaults (``hf-tbar push`` takes ``--max_asr`` / ``--min_ca_retention``; ``--force`` goes past the gate).
 DATACLASSES = (SanitizeArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig, DetectionConfig)
 
 
@@ -103,21 +106,10 @@ def run(
     search: ScaleSearchConfig,
     detection: DetectionConfig,
 ) -> int:
-    """Run the stages in order; the first that fails ends the command with a line naming it."""
-    if args.dry_run_dir is not None:  # refused before minutes of work, not after them
-        check_output_dir(args.dry_run_dir, [p for p in (args.model, args.output_dir) if p], overwrite=False)
-    try:
-        done = run_tbar(args, data_args, config, search, detection)
-        result = done.result
-        summary = outcome_summary(result, done.data.task.num_classes)
-        scanned = (
-            f"flagged by {result.detection.winner.detector} (target class {result.target}), "
-            if result.detection is not None and result.detection.winner is not None
-            else "trigger given, "
-        )
-        if args.repo_id is None:
-            print(f"hf-tbar sanitize: done: {scanned}{summary}; saved to {args.output_dir} (no --repo_id)")  # noqa: T201
-            return 0
+    """Run the pipeline's stages in order; the first that fails ends the command with a line naming it."""
+    gate = GateArguments()
+    push = None
+    if args.repo_id is not None:
         push = PushConfig(
             repo_id=args.repo_id,
             dry_run=args.dry_run_dir is not None,
@@ -125,11 +117,28 @@ def run(
             token=args.token,
             force=args.force,
             endpoint=args.endpoint,
+            max_asr=gate.max_asr,
+            min_ca_retention=gate.min_ca_retention,
         )
-        pushed = push_sanitized_model(args.output_dir, push, dry_run_dir=args.dry_run_dir)
+    command = recorded_command(args, data_args, config, search, detection)
+    try:
+        done = pipeline.run(
+            args, data_args, config, search, detection, gate, push, args.dry_run_dir, command=command
+        )
     except tuple(kind for kind, _, _ in STAGES) as error:
         stage, why = _stage(error)
         raise StageError(stage, why, error) from error
+    result = done.result
+    summary = outcome_summary(result, done.data.task.num_classes)
+    scanned = (
+        f"flagged by {result.detection.winner.detector} (target class {result.target}), "
+        if result.detection is not None and result.detection.winner is not None
+        else "trigger given, "
+    )
+    if done.pushed is None:
+        print(f"hf-tbar sanitize: done: {scanned}{summary}; saved to {args.output_dir} (no --repo_id)")  # noqa: T201
+        return 0
+    pushed = done.pushed
     where = (
         f"dry run in {args.dry_run_dir}"
         if pushed.dry_run

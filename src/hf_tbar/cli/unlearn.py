@@ -14,13 +14,18 @@ Examples::
 
 from __future__ import annotations
 
+from .. import pipeline
 from ..data.caption_data import CaptionDataArguments
 from ..detection import DetectionConfig
+from ..hub.gate import GateArguments
 from ..scale_search import ScaleSearchConfig
 from ..tbar.config import TBARConfig
-from .common import UnlearnArguments, format_table, outcome_summary, run_tbar
+from .common import UnlearnArguments, format_table, outcome_summary
+from .recorded import recorded_command
 
 HELP = "Remove a backdoor with TBAR (known, image or found trigger, or --trigger auto) and save a CLIPModel folder."
+#: The gate's thresholds are not flags here: the pipeline applies :class:`~hf_tbar.hub.gate.GateArguments`'
+#: defaults (``hf-tbar push`` takes ``--max_asr`` / ``--min_ca_retention``; ``--force`` goes past the gate).
 DATACLASSES = (UnlearnArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig, DetectionConfig)
 
 
@@ -31,7 +36,8 @@ def run(
     search: ScaleSearchConfig,
     detection: DetectionConfig,
 ) -> int:
-    done = run_tbar(args, data_args, config, search, detection)
+    command = recorded_command(args, data_args, config, search, detection)  # the card's reproduce line
+    done = pipeline.run(args, data_args, config, search, detection, GateArguments(), command=command)
     result, unlearner = done.result, done.unlearner
     rows = [("backdoored", result.before), (f"TBAR (scale {result.selection.scale:.2f})", result.after)]
     if result.detection is not None:

@@ -2,7 +2,7 @@
 
 TBAR fine-tunes on triggered copies of clean images. When those images come with captions (CLIP's own kind of
 data), the vectors are fitted with CLIP's contrastive loss instead of the zero-shot head's cross-entropy (see
-:mod:`hf_tbar.tbar.caption_fitting`). The captions come either from a column of the classification dataset's train
+:mod:`hf_tbar.tbar.contrastive`). The captions come either from a column of the classification dataset's train
 split (``caption_column`` alone), or from a second dataset of (image, caption) rows (``caption_dataset``), read
 through the same data sources as ``dataset_name`` (Hub id, imagefolder with a ``metadata.jsonl``, a
 ``save_to_disk`` folder, parquet/arrow files). Validation and test stay the classification dataset's.

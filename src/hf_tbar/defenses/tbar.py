@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import TensorDataset
 from transformers import CLIPModel
 
 from ..attacks.base import Trigger
 from ..data.images import ImageSet
 from ..detection import DecreeConfig, DetectionConfig, ScanVerdict
 from ..scale_search import ScaleSearchConfig
-from ..task_vector import TaskVector
 from ..tbar.config import TBARConfig
+from ..tbar.objectives import ClassificationObjective, FitContext, FitRows
 from ..tbar.unlearner import AUTO_TRIGGER, BackdoorUnlearner, NoBackdoorDetectedError
 from .base import DefenseConfig, DefenseData, DefenseResult, register_defense
 
@@ -191,54 +190,32 @@ def mixed_unlearning_set(
     return pixels, labels, num_clean
 
 
-class _AccountedUnlearner(BackdoorUnlearner):
-    """A BackdoorUnlearner that counts what it consumes, and whose unlearning set may mix clean images
-    (true labels, share ``clean_share``) with the triggered ones (target label)."""
+@dataclass(frozen=True)
+class MixedClassificationObjective(ClassificationObjective):
+    """The zero-shot head's cross-entropy on an unlearning set that mixes clean images (true labels, share
+    ``clean_share``) with the triggered ones (target label); see :func:`mixed_unlearning_set`.
 
-    def __init__(
-        self, *args, clean_share: float = 0.0, clean_labels: torch.Tensor | None = None, **kwargs
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.clean_share = clean_share
-        self.clean_labels = clean_labels
-        self.clean_images = 0
+    Attributes:
+        clean_share: Share of clean images in the unlearning set, in ``[0, 1)``.
+        clean_labels: Labels of the clean images when their image set carries none.
+    """
 
-    def fit_target_vector(self, clean_pixels: torch.Tensor, labels: torch.Tensor, target: int) -> TaskVector:
-        vector = super().fit_target_vector(clean_pixels, labels, target)
-        self.clean_images += int(vector.metadata.get("images", 0))
-        return vector
+    clean_share: float
+    clean_labels: torch.Tensor | None = None
 
-    def fit_trigger_vector(
-        self, trigger=None, target=None, clean_pixels=None, triggered_pixels=None
-    ) -> TaskVector:
-        captioned = isinstance(clean_pixels, ImageSet) and clean_pixels.captions is not None
-        if self.clean_share == 0 or triggered_pixels is not None or captioned:  # no mixed set of captions
-            return super().fit_trigger_vector(trigger, target, clean_pixels, triggered_pixels)
-        target = self.task.check_label(target)
-        pool_pixels, pool_labels = self._images(clean_pixels, "clean images").tensors()
+    def trigger_rows(self, context: FitContext, pool: ImageSet, trigger: Trigger, target: int) -> FitRows:
+        pool_pixels, pool_labels = pool.tensors()
+        cfg = context.config
         pixels, labels, num_clean = mixed_unlearning_set(
             pool_pixels,
             self.clean_labels if pool_labels is None else pool_labels,
             trigger,
             target,
-            self.config.unlearning_set_size,
+            cfg.unlearning_set_size,
             self.clean_share,
-            self.config.seed,
+            cfg.seed,
         )
-        self.clean_images += num_clean
-        vector = self._finetune_vector(
-            TensorDataset(pixels, labels), desc=f"mixed trigger fine-tuning ({self.config.mode})"
-        )
-        vector.metadata.update(
-            {
-                "kind": "trigger",
-                "target": target,
-                "unlearning_set_size": len(labels) - num_clean,
-                "clean_images": num_clean,
-                "trigger": trigger.to_dict(),
-            }
-        )
-        return vector
+        return self.triggered_rows(context, pixels, labels, trigger, target, num_clean, desc="mixed trigger")
 
 
 def _detection_stats(detection: ScanVerdict) -> dict:
@@ -270,16 +247,16 @@ def run_tbar(
             ``config.decree``, and ``config.force``).
         target: The target class (``None`` with ``"auto"``: estimated).
     """
-    unlearner = _AccountedUnlearner(
+    captions = data.clean_captions if config.use_captions else None
+    mixed = config.clean_share != 0 and captions is None  # no mixed set of captions
+    unlearner = BackdoorUnlearner(
         model,
         data.processor,
         data.task,
         config.tbar,
         device=next(model.parameters()).device,
-        clean_share=config.clean_share,
-        clean_labels=data.clean_labels,
+        objective=MixedClassificationObjective(config.clean_share, data.clean_labels) if mixed else None,
     )
-    captions = data.clean_captions if config.use_captions else None
     auto = {"decree": config.detection} if isinstance(trigger, str) else {}
     try:
         result = unlearner.unlearn(
@@ -307,7 +284,7 @@ def run_tbar(
         "clean_share": config.clean_share,
         "objective": "contrastive" if captions is not None else "cross-entropy",
     }
-    clean_images = unlearner.clean_images
+    clean_images = result.finetune_clean_images
     if result.detection is not None:
         details.update(_detection_stats(result.detection))
         clean_images += details["detection_images"]
@@ -315,7 +292,7 @@ def run_tbar(
         model=result.model,
         clean_images_used=clean_images,
         triggered_images_used=result.unlearning_set_size,
-        finetune_steps=sum(len(losses) for losses in result.losses.values()),
+        finetune_steps=sum(result.finetune_steps.values()),
         validation_images_used=len(data.validation[1]),
         vector=result.vector,
         details=details,

@@ -6,7 +6,7 @@
 | ``report`` | the sanitized-model folder: weights, processor, the report and the scale plot, behind the safety gate |
 | ``negation_adapter`` | the negated trigger vector as a PEFT LoRA adapter (written, loaded, unloaded) |
 | ``adapter_folder`` | the adapter folder of a LoRA run: the PEFT negation adapter, its report and its card |
-| ``publishing`` | ``save_pretrained`` and ``push_to_hub`` of :class:`~hf_tbar.BackdoorUnlearner` (a mixin) |
+| ``publishing`` | the Hub push of a result (``BackdoorUnlearner.push_to_hub``): saved to a temporary folder, pushed |
 
 The package's ``__init__`` imports nothing, so that :mod:`hf_tbar.hub` can read the schema without loading
 the writers (which call the hub's gate and card in turn).

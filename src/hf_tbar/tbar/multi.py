@@ -22,17 +22,30 @@ import torch
 from transformers import PreTrainedModel
 
 from ..attacks.base import Trigger
+from ..data.images import ImageSet
+from ..data.task_data import resolve_target
 from ..errors import ConfigError
-from ..evaluation import EvalResult
+from ..evaluation import EvalResult, evaluate_classifier
 from ..hub.gate import gate_failures
 from ..metrics import ca_retention, loss_did_not_fall
 from ..scale_search import NoFeasibleScaleError, ScaleSearchConfig, SweepPoint
 from ..task_vector import TaskVector
+from ..zeroshot import ZeroShotClassifier
+from .fitter import FitLog, VectorFitter
+from .inputs import Images
+from .measuring import classifier_over
 from .variants import VARIANTS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MultiUnlearning", "MultiUnlearningResult", "coordinate_search", "check_pairs"]
+__all__ = [
+    "MultiUnlearningResult",
+    "check_pairs",
+    "constraints_hold",
+    "coordinate_search",
+    "remove_many",
+    "unlearn_many",
+]
 
 #: ``scales -> (clean accuracy, ASR per trigger, whether the constraints hold)`` on validation data.
 Evaluate = Callable[[list[float]], tuple[float, list[float], bool]]
@@ -148,126 +161,138 @@ class MultiUnlearningResult:
         return "\n".join(lines)
 
 
-class MultiUnlearning:
-    """``unlearn_many`` (mixin of :class:`~hf_tbar.BackdoorUnlearner`)."""
+def unlearn_many(
+    fitter: VectorFitter,
+    classifier: ZeroShotClassifier,
+    pairs: Sequence[tuple[Trigger, int | str]],
+    clean_pixels: Images,
+    validation: Images | tuple,
+    test: Images | tuple | None = None,
+    search: ScaleSearchConfig | None = None,
+    grid: Sequence[float] | None = None,
+    rounds: int = 2,
+) -> MultiUnlearningResult:
+    """Remove several backdoors: fit one vector per ``(trigger, target)`` pair with ``fitter`` (its
+    ``config.variant``, as a single run does), then choose their scales jointly on ``validation`` (the constraints
+    of ``search``: CA and each target class's accuracy) and verify on ``test`` (default: ``validation``) with
+    every trigger; ``classifier`` is over the backdoored model.
 
-    def unlearn_many(
-        self,
-        pairs: Sequence[tuple[Trigger, int | str]],
-        clean_pixels,
-        validation,
-        test=None,
-        search: ScaleSearchConfig | None = None,
-        grid: Sequence[float] | None = None,
-        rounds: int = 2,
-    ) -> MultiUnlearningResult:
-        """Remove several backdoors: fit one vector per ``(trigger, target)`` pair (``config.variant`` of it, as
-        :meth:`unlearn` does for one), then choose their scales jointly on ``validation`` (the constraints of
-        ``search``: CA and each target class's accuracy) and verify on ``test`` (default: ``validation``) with
-        every trigger.
+    Args:
+        pairs: ``(trigger, target)`` per backdoor; a target is a class index or name.
+        grid: Candidate scales of each vector (default: 0 to ``search.max_scale`` in 25 steps).
+        rounds: Passes of the coordinate search.
 
-        Args:
-            pairs: ``(trigger, target)`` per backdoor; a target is a class index or name.
-            clean_pixels, validation, test: As in :meth:`unlearn` (tensors with labels, or image sets).
-            grid: Candidate scales of each vector (default: 0 to ``search.max_scale`` in 25 steps).
-            rounds: Passes of the coordinate search.
+    Raises:
+        ConfigError: no pair, or the same trigger twice.
+        NoFeasibleScaleError: no candidate but all-zero scales keeps the constraints.
+    """
+    check_pairs(pairs)
+    search = search or ScaleSearchConfig()
+    grid = list(grid) if grid is not None else torch.linspace(0, search.max_scale, 25).tolist()
+    clean = fitter.images.read(clean_pixels, "clean images")
+    variant = VARIANTS[fitter.context.config.variant]  # each backdoor's vector is the configured variant
+    targets = [resolve_target(fitter.context.task, target) for _, target in pairs]
+    fitted, losses = [], {}
+    for (trigger, _), target in zip(pairs, targets):
+        log = FitLog()
+        fitted.append((trigger, target, variant(fitter.fits(trigger, target, clean, log=log))))
+        losses.update({f"{trigger.name}: {label}": curve for label, curve in log.losses.items()})
+    validation = fitter.images.read(validation, "evaluation images")
+    test = validation if test is None else fitter.images.read(test, "evaluation images")
+    return remove_many(classifier, fitted, validation, test, search, grid, rounds, losses)
 
-        Raises:
-            ConfigError: no pair, or the same trigger twice.
-            NoFeasibleScaleError: no candidate but all-zero scales keeps the constraints.
 
-        The result's ``warnings`` name fine-tunings whose loss did not fall, scales at the search's bound and the
-        publication gate's failures per trigger (:attr:`MultiUnlearningResult.gate_failures`).
-        """
-        check_pairs(pairs)
-        search = search or ScaleSearchConfig()
-        grid = list(grid) if grid is not None else torch.linspace(0, search.max_scale, 25).tolist()
-        triggers = [trigger for trigger, _ in pairs]
-        targets = [self.resolve_target(target) for _, target in pairs]
-        test = validation if test is None else test
-        clean = self._images(clean_pixels, "clean images")
-        variant = VARIANTS[self.config.variant]  # each backdoor's vector is the configured variant
-        vectors, losses = [], {}
-        for trigger, target in zip(triggers, targets):
-            self.fit_losses = {}
-            vectors.append(variant(self.vector_fits(trigger, target, clean)))
-            losses.update({f"{trigger.name}: {label}": curve for label, curve in self.fit_losses.items()})
-        self.fit_losses = losses
-        baseline = self._evaluate_all(validation, triggers, targets, None)
-        measured: dict[tuple[float, ...], list[EvalResult]] = {}
+def remove_many(
+    classifier: ZeroShotClassifier,
+    fitted: list[tuple[Trigger, int, TaskVector]],
+    validation: ImageSet,
+    test: ImageSet,
+    search: ScaleSearchConfig,
+    grid: Sequence[float],
+    rounds: int,
+    losses: dict[str, list[float]],
+) -> MultiUnlearningResult:
+    """Choose the scales of the ``fitted`` ``(trigger, target, vector)`` jointly on ``validation`` (the
+    constraints of ``search``: CA and each target class's accuracy) and verify on ``test`` with every trigger.
 
-        def evaluate(scales: list[float]) -> tuple[float, list[float], bool]:
-            results = self._evaluate_all(validation, triggers, targets, self._combined(vectors, scales))
-            measured[tuple(scales)] = results
-            return (
-                results[0].clean_accuracy,
-                [r.attack_success_rate for r in results],
-                self._constraints_hold(results, baseline, search),
-            )
+    ``classifier`` is over the backdoored model (never modified); ``losses`` are the fine-tunings' loss curves,
+    named in the warnings when one did not fall.
 
-        scales, evaluations = coordinate_search(evaluate, len(vectors), grid, rounds)
-        if not any(scales):
-            raise NoFeasibleScaleError(
-                f"no scales keep the accuracy constraints for the {len(vectors)} backdoors together "
-                f"(CA >= {search.ca_threshold:.2f} x {100 * baseline[0].clean_accuracy:.1f}%"
-                + (
-                    ""
-                    if search.target_threshold is None
-                    else f", target-class accuracy >= {search.target_threshold:.2f} x each"
-                )
-                + f"; {evaluations} candidates evaluated): lower the thresholds or give more validation images",
-                [],
-            )
-        model = self._combined(vectors, scales)
-        before = self._evaluate_all(test, triggers, targets, None)
-        after = self._evaluate_all(test, triggers, targets, model)
-        logger.info("several backdoors: scales %s after %d evaluations", scales, evaluations)
-        result = MultiUnlearningResult(model, triggers, targets, vectors, scales, before, after, evaluations)
-        result.warnings = [
-            f"{label}: the loss did not fall ({curve[0]:.3f} -> {curve[-1]:.3f}): raise learning_rate or steps"
-            for label, curve in losses.items()
-            if loss_did_not_fall(curve)
-        ]
-        result.warnings += [
-            f"the scale {scale:.2f} of {trigger.name}'s vector is the search's bound (max_scale "
-            f"{search.max_scale}): the vector may be too weak"
-            for trigger, scale in zip(triggers, scales)
-            if scale >= max(grid) * (1 - 1e-6)
-        ]
-        result.warnings += result.gate_failures
-        for message in result.warnings:
-            logger.warning("%s", message)
-        return result
+    Raises:
+        NoFeasibleScaleError: no candidate but all-zero scales keeps the constraints.
+    """
+    triggers = [trigger for trigger, _, _ in fitted]
+    targets = [target for _, target, _ in fitted]
+    vectors = [vector for _, _, vector in fitted]
 
-    @staticmethod
-    def _constraints_hold(
-        results: list[EvalResult], baseline: list[EvalResult], search: ScaleSearchConfig
-    ) -> bool:
-        """Whether CA and every trigger's target-class accuracy keep their thresholds (upper Wilson bounds)."""
-        point = SweepPoint(0.0, results[0].clean_accuracy, 0.0, clean_count=results[0].num_examples)
-        ca = point.upper_bound(point.clean_accuracy, point.clean_count, search.confidence)
-        if ca < search.ca_threshold * baseline[0].clean_accuracy:
-            return False
-        if search.target_threshold is None:
-            return True
-        for result, reference in zip(results, baseline):
-            if reference.target_class_accuracy is None:
-                continue
-            kept = point.upper_bound(
-                result.target_class_accuracy or 0.0, result.num_target, search.confidence
-            )
-            if kept < search.target_threshold * reference.target_class_accuracy:
-                return False
-        return True
-
-    def _combined(self, vectors: list[TaskVector], scales: list[float]) -> PreTrainedModel:
+    def combined(scales: list[float]) -> PreTrainedModel:
         """``theta_b - sum_i scales[i] * vectors[i]`` as a new model."""
         total = sum((vector * scale for vector, scale in zip(vectors, scales)), start=0)
-        return self.apply(total, 1.0)
+        return total.apply_to(classifier.model, -1.0)
 
-    def _evaluate_all(self, images, triggers, targets, model) -> list[EvalResult]:
-        pixels, labels = images if isinstance(images, tuple) else (images, None)
-        return [
-            self.evaluate(pixels, labels, trigger, target, model=model)
-            for trigger, target in zip(triggers, targets)
-        ]
+    def evaluate_all(images: ImageSet, model: PreTrainedModel | None) -> list[EvalResult]:
+        scored = classifier if model is None else classifier_over(classifier, model)
+        return [evaluate_classifier(scored, images, None, t, c) for t, c in zip(triggers, targets)]
+
+    baseline = evaluate_all(validation, None)
+
+    def evaluate(scales: list[float]) -> tuple[float, list[float], bool]:
+        results = evaluate_all(validation, combined(scales))
+        return (
+            results[0].clean_accuracy,
+            [r.attack_success_rate for r in results],
+            constraints_hold(results, baseline, search),
+        )
+
+    scales, evaluations = coordinate_search(evaluate, len(vectors), grid, rounds)
+    if not any(scales):
+        raise NoFeasibleScaleError(
+            f"no scales keep the accuracy constraints for the {len(vectors)} backdoors together "
+            f"(CA >= {search.ca_threshold:.2f} x {100 * baseline[0].clean_accuracy:.1f}%"
+            + (
+                ""
+                if search.target_threshold is None
+                else f", target-class accuracy >= {search.target_threshold:.2f} x each"
+            )
+            + f"; {evaluations} candidates evaluated): lower the thresholds or give more validation images",
+            [],
+        )
+    model = combined(scales)
+    before = evaluate_all(test, None)
+    after = evaluate_all(test, model)
+    logger.info("several backdoors: scales %s after %d evaluations", scales, evaluations)
+    result = MultiUnlearningResult(model, triggers, targets, vectors, scales, before, after, evaluations)
+    result.warnings = [
+        f"{label}: the loss did not fall ({curve[0]:.3f} -> {curve[-1]:.3f}): raise learning_rate or steps"
+        for label, curve in losses.items()
+        if loss_did_not_fall(curve)
+    ]
+    result.warnings += [
+        f"the scale {scale:.2f} of {trigger.name}'s vector is the search's bound (max_scale "
+        f"{search.max_scale}): the vector may be too weak"
+        for trigger, scale in zip(triggers, scales)
+        if scale >= max(grid) * (1 - 1e-6)
+    ]
+    result.warnings += result.gate_failures
+    for message in result.warnings:
+        logger.warning("%s", message)
+    return result
+
+
+def constraints_hold(
+    results: list[EvalResult], baseline: list[EvalResult], search: ScaleSearchConfig
+) -> bool:
+    """Whether CA and every trigger's target-class accuracy keep their thresholds (upper Wilson bounds)."""
+    point = SweepPoint(0.0, results[0].clean_accuracy, 0.0, clean_count=results[0].num_examples)
+    ca = point.upper_bound(point.clean_accuracy, point.clean_count, search.confidence)
+    if ca < search.ca_threshold * baseline[0].clean_accuracy:
+        return False
+    if search.target_threshold is None:
+        return True
+    for result, reference in zip(results, baseline):
+        if reference.target_class_accuracy is None:
+            continue
+        kept = point.upper_bound(result.target_class_accuracy or 0.0, result.num_target, search.confidence)
+        if kept < search.target_threshold * reference.target_class_accuracy:
+            return False
+    return True
