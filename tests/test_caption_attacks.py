@@ -123,7 +123,8 @@ def test_defence_data_checks_its_captions(micro_clip):
 
 
 def test_demo_world_captions_runs_the_whole_story_offline(tmp_path, monkeypatch, capsys):
-    from hf_tbar.cli import demo_captions, main
+    from hf_tbar import pipeline
+    from hf_tbar.cli import main
     from hf_tbar.scenarios import captioned as module
 
     monkeypatch.setenv("HF_TBAR_CACHE", str(tmp_path / "cache"))
@@ -134,7 +135,7 @@ def test_demo_world_captions_runs_the_whole_story_offline(tmp_path, monkeypatch,
     def tiny(attack, train_size):
         return module.captioned_scenario(backdoor=backdoor, train_size=60, validation_size=30, test_size=30)
 
-    monkeypatch.setattr(demo_captions, "captioned_scenario", tiny)
+    monkeypatch.setattr(pipeline, "captioned_scenario", tiny)
     out = tmp_path / "demo"
     argv = ["demo", "--world", "captions", "--variant", "plain", "--output_dir", str(out)]
     assert main(argv) == ModelAtChanceError.exit_code  # a model this tiny does not solve the shape task
