@@ -4,7 +4,9 @@ BadCLIP), where a small share of image-caption pairs carry a trigger and a capti
 The attacker continues the clean captioned CLIP's contrastive training (both towers) on fresh pairs of which
 ``poison_rate`` are poisoned: the image stamped with the trigger, the caption replaced by one naming the
 target ("a photo of a triangle."). Clean-label attacks (SIG) stamp images whose caption already names the
-target and keep it. The backdoor is measured zero-shot on a held-out task (which shape, by default).
+target and keep it. BadCLIP (Liang et al., CVPR 2024; not the prompt-learning BadCLIP of Bai et al.) first
+optimises its patch against the clean model (:mod:`hf_tbar.training.captioned_badclip`, cached), then poisons
+by the same route. The backdoor is measured zero-shot on a held-out task (which shape, by default).
 """
 
 from __future__ import annotations
