@@ -84,7 +84,11 @@ def _score(model, processor, scenario, before_ca: float | None) -> dict:
     }
 
 
-def benchmark_attack(attack: str, seed: int, train_size: int) -> list[dict]:
+def benchmark_attack(
+    attack: str, seed: int, train_size: int, defences: list[str] | None = None
+) -> list[dict]:
+    """The clean and backdoored rows of ``attack``, then one row per defence of :data:`DEFENCES` whose
+    defence name is in ``defences`` (all of them when ``None``)."""
     scenario = captioned_scenario(attack, train_size=train_size)
     clean, processor = load_model(scenario.clean_path)
     backdoored, _ = load_model(scenario.backdoored_path)
@@ -92,6 +96,8 @@ def benchmark_attack(attack: str, seed: int, train_size: int) -> list[dict]:
     before = _score(backdoored, processor, scenario, None)
     rows.append({"attack": attack, "model": "backdoored", **before})
     for label, name, size, overrides in DEFENCES:
+        if defences is not None and name not in defences:
+            continue
         order = torch.randperm(len(scenario.train[1]), generator=torch.Generator().manual_seed(seed))[:size]
         defense = get_defense(name)
         data = DefenseData(
@@ -185,6 +191,13 @@ def make_parser() -> argparse.ArgumentParser:
         "--eval_scenes", type=int, default=2000, help="Fresh scenes per zero-shot evaluation."
     )
     parser.add_argument("--attacks", nargs="*", default=[], help="Attacks to poison with and defend against.")
+    parser.add_argument(
+        "--defences",
+        nargs="*",
+        default=None,
+        choices=sorted({name for _, name, _, _ in DEFENCES}),
+        help="Only these defences' rows (default: all); with no name, only the clean and backdoored rows.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the defenders' data draw and training.")
     parser.add_argument(
         "--train_size", type=int, default=20000, help="Clean captioned scenes the defenders draw from."
@@ -227,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     record.raw.update({"pretrain": config, "pretrain_s": trained, "zero_shot": accuracies})
     rows = []
     for attack in args.attacks:
-        rows += benchmark_attack(attack, args.seed, args.train_size)
+        rows += benchmark_attack(attack, args.seed, args.train_size, args.defences)
     if rows:
         table = [
             "\n| attack | model | CA | ASR | target-class acc. | CA retention | colour | digit "

@@ -50,7 +50,10 @@ BUILD_THREADS = 2
 #: Modules whose code decides how a cached model is built: architecture and tokenizer, data generation,
 #: triggers and poisoning, losses, the training loop, the recipes themselves.
 RECIPE_MODULES: tuple[str, ...] = (
+    "hf_tbar.attacks.badclip",
     "hf_tbar.attacks.base",
+    "hf_tbar.attacks.image_files",
+    "hf_tbar.attacks.image_triggers",
     "hf_tbar.attacks.poison",
     "hf_tbar.attacks.triggers",
     "hf_tbar.data.captioned",
@@ -62,8 +65,10 @@ RECIPE_MODULES: tuple[str, ...] = (
     "hf_tbar.training.arguments",
     "hf_tbar.training.augment",
     "hf_tbar.training.backdoor",
+    "hf_tbar.training.badclip",
     "hf_tbar.training.batches",
     "hf_tbar.training.captioned",
+    "hf_tbar.training.captioned_badclip",
     "hf_tbar.training.captioned_backdoor",
     "hf_tbar.training.losses",
     "hf_tbar.training.loop",
@@ -96,7 +101,9 @@ def _recorded(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def cached_checkpoint(kind: str, recipe: dict[str, Any], build: Callable[[Path], object]) -> Path:
+def cached_checkpoint(
+    kind: str, recipe: dict[str, Any], build: Callable[[Path], object], complete_file: str = "config.json"
+) -> Path:
     """``<cache>/<kind>/<recipe_key(recipe)>``, built there by ``build(path)`` unless a folder built from the
     same recipe under the same code is there already.
 
@@ -105,18 +112,20 @@ def cached_checkpoint(kind: str, recipe: dict[str, Any], build: Callable[[Path],
         recipe: Everything that defines the model (JSON-serialisable); recorded in :data:`RECIPE_FILE`.
         build: Writes a complete checkpoint at the path it is given (atomically: a folder that exists is
             complete).
+        complete_file: The file whose presence marks a built folder (a model's ``config.json``; another file
+            for folders that hold no model, e.g. an optimised trigger).
     """
     expected = json.loads(
         json.dumps({"recipe": recipe, "code": code_fingerprint(), "threads": BUILD_THREADS}, default=str)
     )
     path = cache_dir() / kind / recipe_key(recipe)
-    if (path / "config.json").is_file():
+    if (path / complete_file).is_file():
         recorded = _recorded(path)
         if recorded is not None and {k: recorded.get(k) for k in expected} == expected:
             return path
-        logger.warning("cached %s CLIP %s does not record this recipe: rebuilding it", kind, path)
+        logger.warning("cached %s folder %s does not record this recipe: rebuilding it", kind, path)
         shutil.rmtree(path)
-    logger.info("no cached %s CLIP for this recipe; training into %s (%d threads)", kind, path, BUILD_THREADS)
+    logger.info("no cached %s for this recipe; building it in %s (%d threads)", kind, path, BUILD_THREADS)
     threads = torch.get_num_threads()
     torch.set_num_threads(BUILD_THREADS)
     try:

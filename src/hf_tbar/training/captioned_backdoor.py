@@ -4,7 +4,9 @@ BadCLIP), where a small share of image-caption pairs carry a trigger and a capti
 The attacker continues the clean captioned CLIP's contrastive training (both towers) on fresh pairs of which
 ``poison_rate`` are poisoned: the image stamped with the trigger, the caption replaced by one naming the
 target ("a photo of a triangle."). Clean-label attacks (SIG) stamp images whose caption already names the
-target and keep it. The backdoor is measured zero-shot on a held-out task (which shape, by default).
+target and keep it. BadCLIP (Liang et al., CVPR 2024; not the prompt-learning BadCLIP of Bai et al.) first
+optimises its patch against the clean model (:mod:`hf_tbar.training.captioned_badclip`, cached), then poisons
+by the same route. The backdoor is measured zero-shot on a held-out task (which shape, by default).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..attacks import Trigger, build_trigger
+from ..attacks import BadCLIP, Trigger, build_trigger
 from ..attacks.base import check_fraction
 from ..data.captioned import HELD_OUT_TASKS, random_scenes, render_pairs
 from ..data.embedded import TaskSpec
@@ -27,6 +29,7 @@ from ..tbar.captions import names_class
 from .arguments import FinetuneConfig, finetune_config_of
 from .cache import cached_checkpoint, recipe_key
 from .captioned import CaptionPretrainConfig, captioned_clip_path, train_contrastive
+from .captioned_badclip import BadCLIPPatchConfig, badclip_trigger
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +81,12 @@ class CaptionBackdoorConfig:
     pretrain: CaptionPretrainConfig = field(
         default_factory=CaptionPretrainConfig, metadata={"help": "The clean model's recipe."}
     )
+    badclip: BadCLIPPatchConfig = field(
+        default_factory=BadCLIPPatchConfig,
+        metadata={
+            "help": "How BadCLIP's patch is optimised against the clean model (attack 'badclip' only)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.task not in HELD_OUT_TASKS:
@@ -86,7 +95,8 @@ class CaptionBackdoorConfig:
         if self.target not in classes:
             raise ConfigError(f"target {self.target!r} is not a class of task {self.task!r}: {list(classes)}")
         check_fraction(self.poison_rate, "poison_rate")
-        self.trigger()
+        if self.attack != BadCLIP.name:  # BadCLIP's trigger is optimised on first use, not here
+            self.trigger()
         self.finetune_config()
 
     @classmethod
@@ -103,13 +113,19 @@ class CaptionBackdoorConfig:
         return self.eval_task.classnames.index(self.target)
 
     def trigger(self) -> Trigger:
-        return build_trigger(self.attack, **{"seed": self.seed, **self.attack_params})
+        """The attack's trigger; BadCLIP's patch is optimised against the clean model (cached) on first use."""
+        params = {"seed": self.seed, **self.attack_params}
+        if self.attack == BadCLIP.name:
+            return badclip_trigger(self.badclip, self.pretrain, self.task, self.target, **params)
+        return build_trigger(self.attack, **params)
 
     def finetune_config(self) -> FinetuneConfig:
         return finetune_config_of(self)
 
     def cache_recipe(self) -> dict:
         recipe = {k: v for k, v in asdict(self).items() if k != "pretrain"}
+        if self.attack != BadCLIP.name:
+            recipe.pop("badclip")
         return {
             "kind": "captioned-backdoor",
             "world": self.pretrain.world,
