@@ -66,15 +66,15 @@ def test_an_old_report_without_schema_version_loads_as_version_1():
     assert report.model_type == "clip"  # reports from before model families are CLIP's
     written = {key: value for key, value in report.to_dict().items() if key != "model_type"}
     counts = {"num_triggered": None, "num_target": None}  # the image counts of the confidence bounds
-    later = {  # the keys of schema version 2, which this report predates
+    later = {  # the keys of schema versions 2 and 3, which this report predates
         "command": None,
         "recipe": {**stored["recipe"], "preserve_set_size": None},
-        "selection": {**stored["selection"], "max_scale": None},
+        "selection": {**stored["selection"], "max_scale": None, "strategy": None, "cost": None},
         "before": {**stored["before"], **counts},
         "after": {**stored["after"], **counts},
         "chance_accuracy": None,
         "sweep": [
-            {**point, "clean_count": None, "triggered_count": None, "target_count": None}
+            {**point, "clean_count": None, "triggered_count": None, "target_count": None, "screened": False}
             for point in stored["sweep"]
         ],
     }

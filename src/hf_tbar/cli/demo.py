@@ -90,7 +90,8 @@ def run(demo: DemoArguments) -> int:
     retention = "n/a" if result.ca_retention is None else f"{100 * result.ca_retention:.1f}%"
     print(
         f"\nCA retention {retention}, unlearning set {result.unlearning_set_size} triggered "
-        f"images, scale chosen on validation in {result.selection.evaluations} evaluations"
+        f"images, scale chosen on validation among {result.selection.evaluations - 1} candidates at a cost of "
+        f"{result.selection.cost:.1f} full-validation evaluations ({result.selection.strategy} search)"
     )
     print(
         f"Report: {demo.output_dir}/{REPORT_FILE}  Card: {demo.output_dir}/README.md  Plot: "

@@ -13,7 +13,9 @@ set) into one.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
+from queue import Empty, Full, Queue
 
 import numpy as np
 import torch
@@ -206,6 +208,11 @@ class DatasetImages(ImageSet):
             seed=seed,
         )
 
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """``(pixels, labels)`` batches in order, decoded ahead by a background thread (see :func:`read_ahead`)
+        so that decoding overlaps the model's forward pass on the previous batch."""
+        yield from read_ahead(iter(self.loader(batch_size)))
+
     def select(self, indices: Sequence[int]) -> DatasetImages:
         subset = DatasetImages(
             self.dataset.select(list(indices)),
@@ -219,6 +226,64 @@ class DatasetImages(ImageSet):
         if self._labels is not None:
             subset._labels = self._labels[torch.as_tensor(list(indices), dtype=torch.long)]
         return subset
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """``items`` in order, produced up to ``depth`` ahead by a background thread.
+
+    Decoding and resizing images (PIL, NumPy) and the forward pass (torch) release the GIL for most of their
+    work, so the next batch is decoded while the model runs on this one. An error raised while producing an
+    item is raised here, in the consumer, at that item; stopping early (``break``, an exception) stops the
+    producer after the item it is working on.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.05)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as error:  # handed to the consumer, which raises it
+            put(_Failure(error))
+            return
+        put(_DONE)
+
+    thread = threading.Thread(target=produce, name="hf_tbar-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = queue.get(timeout=0.05)
+            except Empty:
+                if not thread.is_alive() and queue.empty():
+                    return
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def as_image_set(

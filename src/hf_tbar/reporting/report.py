@@ -108,6 +108,8 @@ def build_report(unlearner, result, **extra) -> TBARReport:
             "target_threshold": result.selection.config.target_threshold,
             "evaluations": result.selection.evaluations,
             "max_scale": result.selection.config.max_scale,
+            "strategy": result.selection.strategy,
+            "cost": result.selection.cost,
         },
         "evaluation_split": extra.pop("evaluation_split", "test"),
         "before": result.before.to_dict(),

@@ -12,6 +12,7 @@ Schema versions (``schema_version``; a report without one is version 1):
 |---|---|
 | 1 | the format of every report so far; files written before ``schema_version`` existed read as version 1 |
 | 2 | ``command`` (a CLI run's ``hf-tbar`` options), ``selection.max_scale``, ``recipe.preserve_set_size``; an inverted trigger named by its file (``trigger.file_name``, beside the report), not inline |
+| 3 | ``selection.strategy`` and ``selection.cost`` (the search's cost in full-validation evaluation equivalents), ``sweep[].screened`` (a candidate judged on the halving strategy's screen only) |
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ __all__ = [
 #: File name of the report in a sanitized folder.
 REPORT_FILE = "tbar_report.json"
 #: The schema version this hf_tbar writes, and the newest it reads.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: ``trigger_source`` values of a reverse-engineered trigger (``"decree"``: reports of hf_tbar <= schema 2).
 INVERTED_SOURCES = ("inverted", "decree")
 #: Keys written for the reader's convenience and recomputed on reading (never trusted from the file).
@@ -90,13 +91,17 @@ class Recipe:
 @dataclass
 class Selection:
     """How the negation scale was chosen: the split, the accuracy constraints (fractions of the backdoored
-    model's accuracy), the number of scales evaluated and the largest scale searched."""
+    model's accuracy), the number of scales evaluated, the largest scale searched, the search strategy
+    (``halving`` or ``full``) and its cost in full-validation evaluation equivalents (images forwarded over
+    those of one evaluation of every validation image)."""
 
     split: str | None = None
     ca_threshold: float | None = None
     target_threshold: float | None = None
     evaluations: int | None = None
     max_scale: float | None = None
+    strategy: str | None = None
+    cost: float | None = None
 
 
 @dataclass

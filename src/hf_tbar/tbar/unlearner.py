@@ -28,7 +28,7 @@ from . import multi
 from .config import TBARConfig
 from .fitter import FitLog, VectorFitter
 from .inputs import ImageReader, Images, load_subject
-from .measuring import detect_backdoor, select_scale
+from .measuring import detect_backdoor, select_scale, validation_set, verify_removal
 from .objectives import FitContext, FitObjective
 from .stages import AUTO_TRIGGER, assemble_result, check_request, checked_target, detection_settings, timed
 from .unlearning_set import make_unlearning_set, split_found_images
@@ -165,7 +165,9 @@ class BackdoorUnlearner:
         if isinstance(trigger, Trigger) or trigger is None:
             target = checked_target(self.task, self.image_size, trigger, target)
         with timed(timings, "task_check_s"):  # does the model solve the task at all? before any work
-            solves = self.evaluate(validation)
+            read = self.images.read(validation, "evaluation images")
+            checked = validation_set(read, self.task.num_classes, search, self.image_size, self.config.seed)
+            solves = checked.baseline(self.classifier())
         if not force:
             ensure_solves_task(solves, self.task.num_classes)
         if trigger is None:
@@ -185,15 +187,25 @@ class BackdoorUnlearner:
             negated = VARIANTS[self.config.variant](self.fitter.fits(trigger, target, clean, found, log))
             negated.metadata = {**negated.metadata, "variant": self.config.variant}
         with timed(timings, "scale_search_s"):
-            images, held_out = self.images.read(validation, "evaluation images"), found and found.validation
+            held_out = found and found.validation
             selection = select_scale(
-                self.classifier(), negated, images, trigger, target, self.task.classnames, search, held_out
+                self.classifier(), negated, checked, trigger, target, self.task.classnames, search, held_out
             )
         sanitized = self.apply(negated, selection.scale)
-        test_set, verify = test if test is not None else validation, found and found.test
+        reuse = test is None and found is None  # the test images are the validation images, already decoded
+        test_set = (
+            checked if reuse else self.images.read(validation if test is None else test, "evaluation images")
+        )
         with timed(timings, "verification_s"):
-            before = self.evaluate(test_set, None, trigger, target, triggered=verify)
-            after = self.evaluate(test_set, None, trigger, target, model=sanitized, triggered=verify)
+            before, after = verify_removal(
+                self.classifier(),
+                sanitized,
+                test_set,
+                trigger,
+                target,
+                self.task.classnames,
+                found and found.test,
+            )
         logger.info("before: %s | after: %s", before.summary(), after.summary())
         max_scale = (search or ScaleSearchConfig()).max_scale
         return assemble_result(
