@@ -23,9 +23,13 @@ logger = logging.getLogger("unlearn")
 
 
 def main(argv: list[str]) -> int:
-    args, data_args, config, search, detection = parse_command("unlearn", argv)
-    command = recorded_command(args, data_args, config, search, detection)  # the card's reproduce line
-    done = pipeline.run(args, data_args, config, search, detection, command=command)
+    args, data_args, config, search, detection, model_args, gate = parse_command("unlearn", argv)
+    command = recorded_command(
+        args, data_args, config, search, detection, model_args, gate
+    )  # the card's line
+    done = pipeline.run(
+        args, data_args, config, search, detection, gate, command=command, model_args=model_args
+    )
     summary = outcome_summary(done.result, done.data.task.num_classes)
     logger.info("%s; sanitized model in %s", summary, args.output_dir)
     return 0

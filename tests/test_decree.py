@@ -301,7 +301,7 @@ def test_scan_command_writes_a_report(tmp_path, capsys):
     model, processor = build_tiny_clip(MICRO, [*DIGIT_NAMES, *DIGIT_TEMPLATES])
     save_clip(model, processor, tmp_path / "model")
     parser = HfArgumentParser(scan.DATACLASSES)
-    args, data_args, detection, decree = parser.parse_args_into_dataclasses(
+    args, data_args, detection, decree, model_args = parser.parse_args_into_dataclasses(
         args=[
             "--model",
             str(tmp_path / "model"),
@@ -316,7 +316,7 @@ def test_scan_command_writes_a_report(tmp_path, capsys):
             "--force",  # a random micro model is at chance on the digits
         ]
     )
-    assert scan.run(args, data_args, detection, decree) == 0
+    assert scan.run(args, data_args, detection, decree, model_args) == 0
     printed = capsys.readouterr().out
     assert "verdict:" in printed and "decree: PL1" in printed
     report = json.loads((tmp_path / "out" / scan.REPORT_FILE).read_text())

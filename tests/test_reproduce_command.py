@@ -134,8 +134,8 @@ def test_an_old_report_with_an_inline_mask_still_reads_and_its_card_says_auto(tm
     assert report_trigger(report, str(tmp_path)) == trigger  # rebuilt from the inline lists
     line = reproduce_command(report)
     assert "mask" not in line and len(line) < 1000
-    args, *_ = parse_command("unlearn", shlex.split(line)[2:])
-    assert args.trigger == "auto" and args.model == "me/clip" and args.target is None  # estimated again
+    args, *_, model_args, _ = parse_command("unlearn", shlex.split(line)[2:])
+    assert args.trigger == "auto" and model_args.model == "me/clip" and args.target is None  # estimated again
 
 
 def test_a_report_without_a_recorded_command_gets_a_line_that_parses():
@@ -145,8 +145,8 @@ def test_a_report_without_a_recorded_command_gets_a_line_that_parses():
     payload["selection"] = {"ca_threshold": 0.9, "target_threshold": 0.5, "max_scale": 2.0}
     report = TBARReport.from_dict(payload)
     line = reproduce_command(report)
-    args, data, config, search, _ = parse_command("unlearn", shlex.split(line)[2:])
-    assert args.model == "path/to/backdoored" and data.dataset_name == "path/to/path-free-name"
+    args, data, config, search, _, model_args, _ = parse_command("unlearn", shlex.split(line)[2:])
+    assert model_args.model == "path/to/backdoored" and data.dataset_name == "path/to/path-free-name"
     assert args.trigger == "image-patch" and args.trigger_image == "path/to/sticker.png"
     assert json.loads(args.attack_params) == {"sha256": "ab" * 32, "size": 4}
     assert (search.ca_threshold, search.target_threshold, search.max_scale) == (0.9, 0.5, 2.0)

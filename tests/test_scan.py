@@ -96,9 +96,11 @@ def test_scan_uses_the_dataset_and_says_what_each_detector_measured(
 
 
 def test_scan_defaults_to_the_validation_split_and_caps_at_its_size(micro_folder, image_folder):
-    args, data_args, detection, decree = parse_command("scan", scan_argv(micro_folder, image_folder)[1:])
+    parsed = parse_command("scan", scan_argv(micro_folder, image_folder)[1:])
+    args, data_args, detection, decree, model_args = parsed
     assert (args.split, detection.detection_images, data_args.data_seed) == ("validation", 256, 0)
-    verdict, report = scan_cli.scan(args, data_args, detection, decree)
+    assert model_args.model == str(micro_folder)
+    verdict, report = scan_cli.scan(args, data_args, detection, decree, model_args=model_args)
     carved = report["dataset"]["splits"]["validation"]
     assert carved["carved_from_train"] and report["num_images"] == carved["rows"] == 3
     assert report["rows"] == [0, 1, 2] and verdict.to_dict()["findings"] == report["findings"]
@@ -132,7 +134,7 @@ def test_rows_are_a_seeded_random_subset():
 
 def test_bad_arguments_name_the_value():
     with pytest.raises(ConfigError, match="'dev'"):
-        scan_cli.ScanArguments(model="x", split="dev")
+        scan_cli.ScanArguments(split="dev")
 
 
 @pytest.mark.parametrize(

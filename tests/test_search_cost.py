@@ -194,9 +194,9 @@ def test_verification_reuses_the_validation_set_and_agrees_with_a_fresh_evaluati
     checked.baseline(classifier)
     checked.arm(sc.trigger, sc.target)  # as the search leaves it
     sanitized = vector.apply_to(model, -1.0)  # the clean model
-    reused = verify_removal(classifier, sanitized, checked, sc.trigger, sc.target, sc.task.classnames)
+    reused = verify_removal(classifier, sanitized, checked, sc.trigger, sc.target, sc.task.num_classes)
     fresh = verify_removal(
-        classifier, sanitized, TensorImages(pixels, labels), sc.trigger, sc.target, sc.task.classnames
+        classifier, sanitized, TensorImages(pixels, labels), sc.trigger, sc.target, sc.task.num_classes
     )
     assert [r.to_dict() for r in reused] == [r.to_dict() for r in fresh]
     before, after = reused

@@ -2,7 +2,7 @@
 
 :func:`run` is what ``hf-tbar unlearn``, ``hf-tbar sanitize``, ``hf-tbar demo`` and ``examples/unlearn.py`` call,
 as TRL's scripts call their trainer: the arguments are dataclasses (:class:`UnlearnArguments` with its
-:class:`TriggerArguments`, :class:`~hf_tbar.data.DataArguments` or
+:class:`TriggerArguments`, :class:`~hf_tbar.models.ModelArguments`, :class:`~hf_tbar.data.DataArguments` or
 :class:`~hf_tbar.data.caption_data.CaptionDataArguments`, :class:`~hf_tbar.tbar.config.TBARConfig`,
 :class:`~hf_tbar.scale_search.ScaleSearchConfig`, :class:`~hf_tbar.detection.DetectionConfig`,
 :class:`~hf_tbar.hub.gate.GateArguments`, and :class:`~hf_tbar.hub.PushConfig` to publish).
@@ -35,6 +35,7 @@ from .evaluation import EvalResult, evaluate_model
 from .hub import PushConfig, PushResult, push_sanitized_model
 from .hub.gate import DEFAULT_MAX_ASR, DEFAULT_MIN_CA_RETENTION, GateArguments
 from .io import check_output_dir, refuse_overlap
+from .models.arguments import ModelArguments
 from .models.loading import load_model
 from .scale_search import ScaleSearchConfig
 from .scenarios.captioned import captioned_scenario
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CaptionedRun",
     "GateArguments",
+    "ModelArguments",
     "Run",
     "TriggerArguments",
     "UnlearnArguments",
@@ -159,15 +161,9 @@ class TriggerArguments:
 
 @dataclass
 class UnlearnArguments(TriggerArguments):
-    """What to sanitize, which trigger to remove, and where to write the result."""
+    """Which trigger to remove and where to write the result (the model: :class:`~hf_tbar.models.ModelArguments`,
+    by default the embedded backdoored tiny CLIP of ``attack``)."""
 
-    model: str | None = field(
-        default=None,
-        metadata={
-            "help": "Backdoored CLIP folder or Hub id. Default: the embedded backdoored tiny CLIP of --attack "
-            "(built and cached on first use)."
-        },
-    )
     output_dir: str = field(default="outputs/sanitized", metadata={"help": "Folder of the sanitized model."})
     overwrite: bool = field(
         default=False,
@@ -266,7 +262,7 @@ def split_label(data: TaskData, role: str) -> str:
     return f"{role} (carved from {used['split']})" if used.get("carved_from_train") else used["split"]
 
 
-def check_outputs(args: UnlearnArguments, config: TBARConfig) -> None:
+def check_outputs(args: UnlearnArguments, config: TBARConfig, model_args: ModelArguments) -> None:
     """Refuse, before minutes of work, an output folder that holds files (unless ``overwrite``) or that overlaps
     the input model, an adapter folder a run cannot fill, and a checkpoint folder inside an input or output.
 
@@ -274,7 +270,7 @@ def check_outputs(args: UnlearnArguments, config: TBARConfig) -> None:
         ConfigError: ``--adapter_dir`` without ``--mode lora --variant plain``.
         OutputExistsError / OutputError: an output folder that holds files, or overlaps another path.
     """
-    inputs = [args.model] if args.model else []
+    inputs = [model_args.model] if model_args.model else []
     check_output_dir(args.output_dir, inputs, overwrite=args.overwrite)
     if args.adapter_dir is not None:
         if config.mode != "lora" or config.variant != "plain":
@@ -297,12 +293,12 @@ def run(
     push: PushConfig | None = None,
     dry_run_dir: str | os.PathLike | None = None,
     command: dict[str, Any] | None = None,
+    model_args: ModelArguments | None = None,
 ) -> Run:
     """Load the model and the data, (detect,) unlearn, verify, save the sanitized folder, and push it.
 
     Args:
-        args: The model (default: the embedded backdoored tiny CLIP of ``args.attack``), the trigger and target,
-            the output folders, ``force``.
+        args: The trigger and target, the output folders, ``force``.
         data_args: The dataset; a :class:`~hf_tbar.data.caption_data.CaptionDataArguments` naming captions makes
             the unlearning set image-caption data (recorded as ``data["unlearning_set"]`` in the report).
         config, search, detection: How the vector is fitted, how its scale is chosen, which detectors run
@@ -312,6 +308,8 @@ def run(
             ``dry_run_dir``; ``None``: save only.
         command: The run's options as the card's reproduce line records them
             (:func:`hf_tbar.cli.recorded.recorded_command`).
+        model_args: The model, its revision and device (default: the embedded backdoored tiny CLIP of
+            ``args.attack``).
 
     Raises:
         ModelAtChanceError, NoBackdoorDetectedError, NoFeasibleScaleError, SafetyGateError, HubPushError: the
@@ -320,24 +318,27 @@ def run(
     search = search or ScaleSearchConfig()
     detection = detection or DetectionConfig()
     gate = gate or GateArguments()
+    model_args = model_args or ModelArguments()
     if dry_run_dir is not None:  # refused before minutes of work, not after them
-        check_output_dir(dry_run_dir, [p for p in (args.model, args.output_dir) if p], overwrite=False)
+        check_output_dir(dry_run_dir, [p for p in (model_args.model, args.output_dir) if p], overwrite=False)
     check_detection_flags(args.trigger, detection, "unlearn")
-    check_outputs(args, config)
+    check_outputs(args, config, model_args)
     # load: the data are checked before any model is loaded or built
     data = load_task_data(data_args)
     captions = load_caption_data(data_args, data)  # image-caption unlearning set (CaptionDataArguments)
     embedded = None
-    if args.model is None:  # the embedded world: build (or reuse) the backdoored tiny CLIP of --attack
+    if model_args.model is None:  # the embedded world: build (or reuse) the backdoored tiny CLIP of --attack
         target = 0 if args.target is None else resolve_target(data.task, args.target)
         embedded = embedded_scenario(args.attack, args.trigger_parameters(), target=target)
     unlearner = BackdoorUnlearner(
-        args.model or str(embedded.backdoored_path),
+        model_args.model or str(embedded.backdoored_path),
         task=data.task,
         config=config,
+        device=model_args.device,
         image_column=data.image_column,
         label_column=data.label_column,
         caption_column=captions.caption_column if captions is not None else None,
+        revision=model_args.model_revision,
     )
     splits = {
         name: DatasetImages(

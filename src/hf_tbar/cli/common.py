@@ -4,7 +4,11 @@ outcome line and the metrics table. The pipeline itself and its argument datacla
 
 from __future__ import annotations
 
+from ..data.caption_data import CaptionDataArguments
+from ..detection import DetectionConfig
 from ..evaluation import EvalResult
+from ..hub.gate import GateArguments
+from ..models.arguments import ModelArguments
 from ..pipeline import (
     TRIGGER_MODES,
     Run,
@@ -13,10 +17,13 @@ from ..pipeline import (
     check_detection_flags,
     split_label,
 )
+from ..scale_search import ScaleSearchConfig
+from ..tbar.config import TBARConfig
 from ..tbar.unlearner import UnlearningResult
 
 # The argument dataclasses live with the pipeline (:mod:`hf_tbar.pipeline`); their CLI names stay importable here.
 __all__ = [
+    "PIPELINE_DATACLASSES",
     "TRIGGER_MODES",
     "Run",
     "TriggerArguments",
@@ -26,6 +33,19 @@ __all__ = [
     "outcome_summary",
     "split_label",
 ]
+
+
+#: The pipeline's argument dataclasses after a command's own (``unlearn``, ``sanitize``): the data, the fine-tuning,
+#: the scale search, the detectors, then the model and the gate's thresholds, as TRL's scripts parse
+#: ``ModelConfig`` last.
+PIPELINE_DATACLASSES = (
+    CaptionDataArguments,
+    TBARConfig,
+    ScaleSearchConfig,
+    DetectionConfig,
+    ModelArguments,
+    GateArguments,
+)
 
 
 def _pct(share: float | None) -> str:

@@ -15,21 +15,22 @@ refused (verify), 4 push failed (push), 2/5/6 bad arguments, input or output (pr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
 from .. import pipeline
 from ..data.arguments import DataArguments
-from ..data.caption_data import CaptionDataArguments
 from ..detection import DetectionConfig
 from ..errors import ConfigError, HfTbarError, ModelAtChanceError
 from ..hub import PushConfig
 from ..hub.gate import GateArguments, SafetyGateError
 from ..hub.remote import HubPushError
+from ..models.arguments import ModelArguments
 from ..results import NoBackdoorDetectedError
 from ..scale_search import NoFeasibleScaleError, ScaleSearchConfig
 from ..tbar.config import TBARConfig
-from .common import UnlearnArguments, outcome_summary
+from .common import PIPELINE_DATACLASSES, UnlearnArguments, outcome_summary
 from .recorded import recorded_command
 
 logger = logging.getLogger(__name__)
@@ -87,9 +88,7 @@ class SanitizeArguments(UnlearnArguments):
             raise ConfigError("--dry_run_dir needs --repo_id (the card and the commit are written for it)")
 
 
-#: The gate's thresholds are not flags here: the pipeline applies :class:`~hf_tbar.hub.gate.GateArguments`'
-#: defaults (``hf-tbar push`` takes ``--max_asr`` / ``--min_ca_retention``; ``--force`` goes past the gate).
-DATACLASSES = (SanitizeArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig, DetectionConfig)
+DATACLASSES = (SanitizeArguments, *PIPELINE_DATACLASSES)
 
 
 def _stage(error: BaseException) -> tuple[str, str]:
@@ -105,9 +104,10 @@ def run(
     config: TBARConfig,
     search: ScaleSearchConfig,
     detection: DetectionConfig,
+    model_args: ModelArguments,
+    gate: GateArguments,
 ) -> int:
     """Run the pipeline's stages in order; the first that fails ends the command with a line naming it."""
-    gate = GateArguments()
     push = None
     if args.repo_id is not None:
         push = PushConfig(
@@ -117,13 +117,12 @@ def run(
             token=args.token,
             force=args.force,
             endpoint=args.endpoint,
-            max_asr=gate.max_asr,
-            min_ca_retention=gate.min_ca_retention,
+            **dataclasses.asdict(gate),  # the same gate as the saved folder's
         )
-    command = recorded_command(args, data_args, config, search, detection)
+    command = recorded_command(args, data_args, config, search, detection, model_args, gate)
     try:
         done = pipeline.run(
-            args, data_args, config, search, detection, gate, push, args.dry_run_dir, command=command
+            args, data_args, config, search, detection, gate, push, args.dry_run_dir, command, model_args
         )
     except tuple(kind for kind, _, _ in STAGES) as error:
         stage, why = _stage(error)

@@ -24,6 +24,7 @@ from ..errors import ConfigError, DataError
 from ..evaluation import ensure_solves_task, evaluate_classifier
 from ..hub.provenance import base_model_provenance
 from ..io import atomic_output_dir, check_output_dir, write_json
+from ..models.arguments import ModelArguments
 from ..models.loading import load_model
 from ..zeroshot import ZeroShotClassifier, build_zero_shot_head
 
@@ -40,9 +41,8 @@ SPLITS: tuple[str, ...] = get_args(Split)
 
 @dataclass
 class ScanArguments:
-    """What to scan, on which split of the data, and where to write the report."""
+    """On which split of the data to scan, and where to write the report (the model: :class:`ScannedModel`)."""
 
-    model: str = field(metadata={"help": "CLIP folder or Hub id to scan."})
     split: Split = field(
         default="validation",
         metadata={"help": "Split of the dataset (--dataset_name) the clean images come from."},
@@ -67,7 +67,14 @@ class ScanArguments:
             raise ConfigError(f"split must be one of {list(SPLITS)}, got {self.split!r}")
 
 
-DATACLASSES = (ScanArguments, DataArguments, DetectionConfig, DecreeConfig)
+@dataclass
+class ScannedModel(ModelArguments):
+    """The model to scan: :class:`~hf_tbar.models.ModelArguments` with ``--model`` required."""
+
+    model: str = field(metadata={"help": "CLIP folder or Hub id to scan."})
+
+
+DATACLASSES = (ScanArguments, DataArguments, DetectionConfig, DecreeConfig, ScannedModel)
 
 
 def choose_rows(num_rows: int, num_images: int, seed: int) -> list[int]:
@@ -124,8 +131,10 @@ def scan(
     data_args: DataArguments,
     detection: DetectionConfig,
     decree: DecreeConfig | None = None,
+    *,
+    model_args: ModelArguments,
 ) -> ScanOutcome:
-    """Load the model, then ``detection.detection_images`` clean images of ``args.split``; check that the model
+    """Load the model of ``model_args`` (on its device), then ``detection.detection_images`` clean images of ``args.split``; check that the model
     solves the task on them; run the detectors; write the report if ``args.output_dir`` is set.
 
     The report names the model by Hub id or folder base name and the dataset by its provenance (no local
@@ -135,20 +144,25 @@ def scan(
         ModelAtChanceError: the model's accuracy on the images is near chance (unless ``args.force``).
     """
     if args.output_dir is not None:  # refused before the scan, not after it
-        check_output_dir(args.output_dir, [args.model, data_args.dataset_name], overwrite=args.overwrite)
-    model, processor = load_model(args.model)
+        inputs = [model_args.model, data_args.dataset_name]
+        check_output_dir(args.output_dir, inputs, overwrite=args.overwrite)
+    model, processor = load_model(model_args.model, **model_args.load_options())
+    if model_args.device is not None:
+        model = model.to(model_args.device)
     data = load_task_data(data_args)
     pixels, labels, rows = clean_pixels(
         data, args.split, detection.detection_images, data_args.data_seed, processor
     )
     classifier = ZeroShotClassifier.from_processor(
         model, build_zero_shot_head(model, processor.tokenizer, data.task), processor
-    )
+    ).to(model.device)
     solves = evaluate_classifier(classifier, pixels, labels)
     if not args.force:
         ensure_solves_task(solves, data.task.num_classes, args.split)
     verdict = detect(model, processor, classifier, data.task, pixels, labels, detection, decree)
-    _, model_source = base_model_provenance(args.model)  # a Hub id or a folder's base name, never a path
+    _, model_source = base_model_provenance(
+        model_args.model
+    )  # a Hub id or a folder's base name, never a path
     files = {
         f"{f.detector}_trigger.safetensors": f.trigger for f in verdict.findings if f.trigger is not None
     }
@@ -182,10 +196,14 @@ def scan(
 
 
 def run(
-    args: ScanArguments, data_args: DataArguments, detection: DetectionConfig, decree: DecreeConfig
+    args: ScanArguments,
+    data_args: DataArguments,
+    detection: DetectionConfig,
+    decree: DecreeConfig,
+    model_args: ScannedModel,
 ) -> int:
     """Scan and print the verdict with every detector's statistic, threshold and its source."""
-    verdict, report = scan(args, data_args, detection, decree)
+    verdict, report = scan(args, data_args, detection, decree, model_args=model_args)
     accuracy = f"{100 * report['clean_accuracy']:.1f}% (chance {100 * report['chance_accuracy']:.1f}%)"
     print(f"clean accuracy on the {report['num_images']} scanned images: {accuracy}")  # noqa: T201
     print(verdict.summary())  # noqa: T201 - console output of the CLI itself

@@ -18,15 +18,14 @@ from .. import pipeline
 from ..data.caption_data import CaptionDataArguments
 from ..detection import DetectionConfig
 from ..hub.gate import GateArguments
+from ..models.arguments import ModelArguments
 from ..scale_search import ScaleSearchConfig
 from ..tbar.config import TBARConfig
-from .common import UnlearnArguments, format_table, outcome_summary
+from .common import PIPELINE_DATACLASSES, UnlearnArguments, format_table, outcome_summary
 from .recorded import recorded_command
 
 HELP = "Remove a backdoor with TBAR (known, image or found trigger, or --trigger auto) and save a CLIPModel folder."
-#: The gate's thresholds are not flags here: the pipeline applies :class:`~hf_tbar.hub.gate.GateArguments`'
-#: defaults (``hf-tbar push`` takes ``--max_asr`` / ``--min_ca_retention``; ``--force`` goes past the gate).
-DATACLASSES = (UnlearnArguments, CaptionDataArguments, TBARConfig, ScaleSearchConfig, DetectionConfig)
+DATACLASSES = (UnlearnArguments, *PIPELINE_DATACLASSES)
 
 
 def run(
@@ -35,9 +34,13 @@ def run(
     config: TBARConfig,
     search: ScaleSearchConfig,
     detection: DetectionConfig,
+    model_args: ModelArguments,
+    gate: GateArguments,
 ) -> int:
-    command = recorded_command(args, data_args, config, search, detection)  # the card's reproduce line
-    done = pipeline.run(args, data_args, config, search, detection, GateArguments(), command=command)
+    command = recorded_command(args, data_args, config, search, detection, model_args, gate)  # reproduce line
+    done = pipeline.run(
+        args, data_args, config, search, detection, gate, command=command, model_args=model_args
+    )
     result, unlearner = done.result, done.unlearner
     rows = [("backdoored", result.before), (f"TBAR (scale {result.selection.scale:.2f})", result.after)]
     if result.detection is not None:

@@ -1,4 +1,5 @@
-"""Where and how to publish a sanitized model, and the safety gate it must pass first: :class:`PushConfig`."""
+"""Where and how to publish a sanitized model, and the safety gate it must pass first: :class:`PushConfig`, the
+gate's thresholds inherited from :class:`~hf_tbar.hub.gate.GateArguments` (their one home)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from ..errors import ConfigError
-from .gate import DEFAULT_MAX_ASR, DEFAULT_MIN_CA_RETENTION
+from .gate import GateArguments
 
 __all__ = ["PushConfig"]
 
 
-@dataclass
-class PushConfig:
-    """Where and how to publish a sanitized model, and the safety gate it must pass first."""
+@dataclass(kw_only=True)
+class PushConfig(GateArguments):
+    """Where and how to publish a sanitized model, and the safety gate it must pass first (``max_asr``,
+    ``min_ca_retention``: :class:`~hf_tbar.hub.gate.GateArguments`). Its own fields are keyword-only."""
 
     repo_id: str = field(
         metadata={"help": "Hub repository to push to, `namespace/name` (created if missing)."}
@@ -54,16 +56,6 @@ class PushConfig:
             "Never printed; the push is refused if any staged file holds it."
         },
     )
-    max_asr: float = field(
-        default=DEFAULT_MAX_ASR,
-        metadata={"help": "Safety gate: largest attack success rate after removal, a fraction in [0, 1]."},
-    )
-    min_ca_retention: float = field(
-        default=DEFAULT_MIN_CA_RETENTION,
-        metadata={
-            "help": "Safety gate: smallest clean accuracy after / before removal, a fraction in [0, 1]."
-        },
-    )
     force: bool = field(
         default=False, metadata={"help": "Push even if the safety gate fails; the model card then says so."}
     )
@@ -97,10 +89,7 @@ class PushConfig:
         for name in ("create_pr", "force", "dry_run"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"PushConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        for name in ("max_asr", "min_ca_retention"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ConfigError(f"PushConfig.{name} must be a fraction in [0, 1], got {value!r}")
+        super().__post_init__()  # the gate's thresholds: fractions in [0, 1]
         for name in ("revision", "commit_message"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):

@@ -5,10 +5,12 @@
 | ``base`` | :class:`ModelFamily`, what hf_tbar knows of one ``model_type``, registered with one call |
 | ``clip``, ``siglip`` | the CLIP and SigLIP families |
 | ``loading`` | :func:`load_model`: a checked checkpoint folder or Hub id, any registered family |
+| ``arguments`` | :class:`ModelArguments`: the model a command loads (folder or Hub id, revision, device) |
 | ``tiny_clip``, ``tiny_siglip`` | tiny randomly initialised models built offline from a :class:`TinyCLIPConfig` |
 | ``tokenizer`` | the byte-level BPE tokenizer of the tiny models, built from a corpus |
 """
 
+from .arguments import ModelArguments
 from .base import (
     MODEL_FAMILIES,
     ModelFamily,
@@ -28,6 +30,7 @@ __all__ = [
     "MODEL_FAMILIES",
     "SIGLIP",
     "CLIPFamily",
+    "ModelArguments",
     "ModelFamily",
     "SiglipFamily",
     "TinyCLIPConfig",

@@ -20,6 +20,7 @@ from ..errors import ConfigError, DataError, ModelLoadError
 from ..models import ModelFamily, family_of
 from ..models.loading import load_model
 from ..zeroshot import build_zero_shot_head
+from .unlearning_set import FoundSplit, split_found_images
 
 #: What the API accepts as images: ``[0, 1]`` pixels ``(N, 3, H, W)``, an image set or a dataset split.
 Images = torch.Tensor | ImageSet | Dataset
@@ -46,9 +47,11 @@ def load_subject(
     processor: Any = None,
     task: TaskSpec | None = None,
     device: str | torch.device | None = None,
+    revision: str | None = None,
 ) -> Subject:
-    """The model (loaded with its processor when a path or Hub id is given), checked against its processor, moved
-    to ``device`` (default: this process's GPU under torchrun, else the first GPU, else the CPU).
+    """The model (loaded with its processor when a path or Hub id is given, at ``revision`` of a Hub id), checked
+    against its processor, moved to ``device`` (default: this process's GPU under torchrun, else the first GPU,
+    else the CPU).
 
     Raises:
         TypeError: not a model of a registered family.
@@ -57,7 +60,7 @@ def load_subject(
     """
     source = str(model) if isinstance(model, (str, os.PathLike)) else None
     if source is not None:
-        model, loaded_processor = load_model(model)
+        model, loaded_processor = load_model(model, **({} if revision is None else {"revision": revision}))
         processor = processor or loaded_processor
     try:
         family = family_of(model)
@@ -120,6 +123,11 @@ class ImageReader:
             label_column=label_column,
         )
         return images.check(self.num_classes, self.image_size)
+
+    def found(self, poisoned: Images | tuple, seed: int) -> FoundSplit:
+        """Poisoned images found as they are, read and split (seeded) for fine-tuning, scale selection and
+        verification (:func:`~hf_tbar.tbar.unlearning_set.split_found_images`)."""
+        return split_found_images(self.read(poisoned, "poisoned images"), seed=seed)
 
     def read_pair(self, pixels: Images, labels: torch.Tensor | None, name: str) -> ImageSet:
         """``pixels`` with their ``labels`` (``None``: carried by the image set); a pixel tensor needs one label

@@ -143,7 +143,7 @@ def verify_removal(
     images: ImageSet | ValidationSet,
     trigger: Trigger | None,
     target: int,
-    classnames: tuple[str, ...] | list[str],
+    num_classes: int,
     triggered: ImageSet | None = None,
 ) -> tuple[EvalResult, EvalResult]:
     """The backdoored model (``classifier``'s) and ``sanitized`` on the test ``images``, decoded and stamped once
@@ -155,10 +155,10 @@ def verify_removal(
         per-class accuracy.
     """
     if not isinstance(images, ValidationSet):
-        images = ValidationSet(images, len(classnames))
+        images = ValidationSet(images, num_classes)
         images.baseline(classifier)
     if images.target is None:
-        images.arm(trigger, target, triggered, classnames[target])
+        images.arm(trigger, target, triggered)
     before = images.result(classifier, backdoored=True)
     return before, images.result(classifier_over(classifier, sanitized))
 

@@ -4,9 +4,9 @@ fitter with its objective, the variant, the scale selection and the verification
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from transformers import PreTrainedModel
@@ -15,7 +15,7 @@ from ..attacks.base import Trigger
 from ..data.embedded import TaskSpec
 from ..data.task_data import resolve_target
 from ..detection import DecreeConfig, DetectionConfig, ScanVerdict
-from ..evaluation import EvalResult, ensure_solves_task, evaluate_classifier
+from ..evaluation import EvalResult, evaluate_classifier
 from ..io import refuse_overlap
 from ..reporting.adapter_folder import save_adapter_folder
 from ..reporting.publishing import push_result
@@ -24,17 +24,15 @@ from ..results import NoBackdoorDetectedError, UnlearningResult
 from ..scale_search import ScaleSearchConfig
 from ..task_vector import TaskVector
 from ..zeroshot import ZeroShotClassifier
-from . import multi
+from . import multi, stages
 from .config import TBARConfig
 from .fitter import FitLog, VectorFitter
 from .inputs import ImageReader, Images, load_subject
-from .measuring import detect_backdoor, select_scale, validation_set, verify_removal
+from .measuring import detect_backdoor, select_scale, validation_set
 from .objectives import FitContext, FitObjective
-from .stages import AUTO_TRIGGER, assemble_result, check_request, checked_target, detection_settings, timed
-from .unlearning_set import make_unlearning_set, split_found_images
-from .variants import VARIANTS
-
-logger = logging.getLogger(__name__)
+from .stages import AUTO_TRIGGER, timed
+from .unlearning_set import make_unlearning_set
+from .variants import negate
 
 __all__ = ["AUTO_TRIGGER", "BackdoorUnlearner", "NoBackdoorDetectedError", "ScanVerdict", "UnlearningResult"]
 __all__ += ["make_unlearning_set"]
@@ -49,6 +47,7 @@ class BackdoorUnlearner:
         task: Class names and prompt templates of the zero-shot task the backdoor targets.
         config: Trigger fine-tuning settings and variant.
         device: Where evaluation runs; fine-tuning goes through Accelerate's device placement.
+        revision: Branch, tag or commit of a Hub id ``model`` (default: main).
         image_column / label_column: Columns read when images are given as a ``datasets.Dataset``.
         caption_column: Column of captions of a clean dataset (the vectors are then fitted contrastively).
         objective: Objective of the fine-tunings on images without captions (default: the zero-shot head's
@@ -71,15 +70,11 @@ class BackdoorUnlearner:
         label_column: str = "label",
         caption_column: str | None = None,
         objective: FitObjective | None = None,
+        revision: str | None = None,
     ) -> None:
-        subject = load_subject(model, processor, task, device)
-        self.model, self.processor, self.task, self.device = (
-            subject.model,
-            subject.processor,
-            task,
-            subject.device,
-        )
-        self.family, self.source = subject.family, subject.source
+        subject = load_subject(model, processor, task, device, revision)
+        self.model, self.processor, self.device = subject.model, subject.processor, subject.device
+        self.task, self.family, self.source = task, subject.family, subject.source
         self.image_size, self.head, self.config = subject.image_size, subject.head, config or TBARConfig()
         if self.config.checkpoint_dir is not None:  # training checkpoints must never land in the input model
             refuse_overlap(self.config.checkpoint_dir, [self.source])
@@ -159,58 +154,37 @@ class BackdoorUnlearner:
         Raises:
             ModelAtChanceError, NoBackdoorDetectedError, NoFeasibleScaleError; DataError / ConfigError (bad inputs).
         """
-        detection, found, log, timings = None, None, FitLog(), {}
+        log, timings = FitLog(), {}
         clean = self.images.clean_set(clean_pixels, clean_labels, clean_captions)
-        check_request(trigger, target, clean, poisoned, self.config.variant)  # cheap mistakes first
+        stages.check_request(trigger, target, clean, poisoned, self.config.variant)  # cheap mistakes first
         if isinstance(trigger, Trigger) or trigger is None:
-            target = checked_target(self.task, self.image_size, trigger, target)
-        with timed(timings, "task_check_s"):  # does the model solve the task at all? before any work
-            read = self.images.read(validation, "evaluation images")
-            checked = validation_set(read, self.task.num_classes, search, self.image_size, self.config.seed)
-            solves = checked.baseline(self.classifier())
-        if not force:
-            ensure_solves_task(solves, self.task.num_classes)
-        if trigger is None:
-            found = split_found_images(self.images.read(poisoned, "poisoned images"), seed=self.config.seed)
-        elif not isinstance(trigger, Trigger):  # "auto", or a verdict already found
-            detection = trigger
-            if isinstance(trigger, str):
-                with timed(timings, "detection_s"):
-                    detection = self.detect(clean, *detection_settings(decree, self.config.seed))
-            if detection.winner is None or not (detection.is_backdoored or force):
-                raise NoBackdoorDetectedError(detection)
-            trigger = detection.trigger
-            target = checked_target(
-                self.task, self.image_size, trigger, detection.target if target is None else target
-            )
+            target = stages.checked_target(self.task, self.image_size, trigger, target)
+        images = self.images.read(
+            validation, "evaluation images"
+        )  # decoded once, by the task check, if it fits
+        checked = validation_set(images, self.task.num_classes, search, self.image_size, self.config.seed)
+        stages.check_task(partial(checked.baseline, self.classifier()), self.task.num_classes, force, timings)
+        found = self.images.found(poisoned, self.config.seed) if trigger is None else None
+        # "auto" or a verdict: the trigger and target the detectors found
+        scan = partial(self.detect, clean, *stages.detection_settings(decree, self.config.seed))
+        detection, trigger, target = stages.removal(
+            trigger, target, scan, force, self.task, self.image_size, timings
+        )
         with timed(timings, "vector_fit_s"):
-            negated = VARIANTS[self.config.variant](self.fitter.fits(trigger, target, clean, found, log))
-            negated.metadata = {**negated.metadata, "variant": self.config.variant}
+            negated = negate(self.config.variant, self.fitter.fits(trigger, target, clean, found, log))
         with timed(timings, "scale_search_s"):
             held_out = found and found.validation
             selection = select_scale(
                 self.classifier(), negated, checked, trigger, target, self.task.classnames, search, held_out
             )
         sanitized = self.apply(negated, selection.scale)
-        reuse = test is None and found is None  # the test images are the validation images, already decoded
-        test_set = (
-            checked if reuse else self.images.read(validation if test is None else test, "evaluation images")
-        )
+        test_set = None if test is None else self.images.read(test, "test images")
         with timed(timings, "verification_s"):
-            before, after = verify_removal(
-                self.classifier(),
-                sanitized,
-                test_set,
-                trigger,
-                target,
-                self.task.classnames,
-                found and found.test,
-            )
-        logger.info("before: %s | after: %s", before.summary(), after.summary())
-        max_scale = (search or ScaleSearchConfig()).max_scale
-        return assemble_result(
-            sanitized, negated, selection, (before, after), (trigger, target), self.config, found, detection,
-            log, timings, max_scale
+            removed, held_out = (trigger, target), found and found.test
+            verified = stages.verify(self.classifier(), checked, test_set, removed, sanitized, held_out)
+        return stages.assemble_result(
+            sanitized, negated, selection, verified, (trigger, target), self.config, found, detection, log,
+            timings, search
         )  # fmt: skip
 
     def unlearn_many(self, pairs, clean_pixels, validation, test=None, search=None, grid=None, rounds=2):

@@ -44,6 +44,13 @@ def register_variant(name: str) -> Callable[[Variant], Variant]:
     return wrap
 
 
+def negate(variant: str, fits: VectorFits) -> TaskVector:
+    """The vector variant ``variant`` negates, built from ``fits``, its metadata naming the variant."""
+    vector = VARIANTS[variant](fits)
+    vector.metadata = {**vector.metadata, "variant": variant}
+    return vector
+
+
 @register_variant("plain")
 def plain(fits: VectorFits) -> TaskVector:
     """The seed paper's TBAR: negate the trigger vector as fitted."""
