@@ -1,4 +1,5 @@
-"""Peak memory of the streamed evaluation must be flat in dataset size: CA + BadNets ASR on 1,000 vs 10,000 images.
+"""Peak memory of the streamed evaluation must be flat in dataset size: CA + BadNets ASR on 256, 1,000 and 10,000
+images.
 
 Generates once (cached, deterministic) an imagefolder of 10,000 256x256 RGB JPEGs in 10 procedurally varied
 classes (``test/`` split; a 100-image ``train/`` split that the data loader requires), then, each in a FRESH
@@ -11,11 +12,11 @@ BadNets 16 px patch stamped on the non-target images for the ASR). Per run: eval
 (dataset images; each non-target one is also forwarded triggered), peak RSS (``getrusage(RUSAGE_SELF)
 .ru_maxrss`` inside the child), the peak before the evaluation (interpreter + model + data set-up), the peak
 during the evaluation alone (``VmHWM`` after resetting it with ``/proc/self/clear_refs``) and the anonymous /
-file-backed RSS at the end (``/proc/self/status``); and the ratio peak(10k) / peak(1k) (target: <= 1.10).
+file-backed RSS at the end (``/proc/self/status``); and the ratio peak(10k) / peak(256) (target: <= 1.05).
 
 ``--model b32`` (default): a random CLIP with the real ViT-B/32 configuration; ``small224``: 224 px, patch 32,
-a tiny tower, for a quick run. The 1k run of each model goes first; when its throughput says the 10k run would
-take longer than ``--max_minutes`` (20), that run is skipped (row marked) and the 1k/10k comparison is made
+a tiny tower, for a quick run. The smaller runs of each model go first; when their throughput says the 10k run
+would take longer than ``--max_minutes`` (20), that run is skipped (row marked) and the comparison is made
 with ``--fallback_model`` (small224) instead. Results: markdown on stdout, JSON in
 ``outputs/benchmarks/eval_memory.json``; images, models and the datasets cache under ``--work_dir``.
 
@@ -40,7 +41,7 @@ from clip_shapes import ALL_ARCHITECTURES, CLASSNAMES, build_random_clip, peak_r
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0
-RATIO_TARGET = 1.10
+RATIO_TARGET = 1.05
 
 
 def status_mib(field: str) -> float:
@@ -148,7 +149,7 @@ def make_parser(child: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(ALL_ARCHITECTURES), default="b32")
     parser.add_argument("--fallback_model", choices=sorted(ALL_ARCHITECTURES), default="small224")
-    parser.add_argument("--sizes", nargs=2, type=int, default=[1000, 10000], metavar=("SMALL", "LARGE"))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[256, 1000, 10000], help="Images per run.")
     parser.add_argument("--image_size", type=int, default=256, help="Side of the generated JPEGs (> 224).")
     parser.add_argument("--max_minutes", type=float, default=20.0, help="Skip a run estimated to be longer.")
     parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs/benchmarks/eval_memory")
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir.resolve()
     os.environ["HF_DATASETS_CACHE"] = str(work / "hf-datasets-cache")  # here and in every child
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    small, large = sorted(args.sizes)
+    sizes = sorted(set(args.sizes))
+    small, large = sizes[0], sizes[-1]
     print(f"images: {large} test + 100 train, {args.image_size} px JPEG (generated once) ...", flush=True)
     data_dir = write_imagefolder(
         work / f"images{args.image_size}-{large}", {"train": 100, "test": large}, size=args.image_size
@@ -189,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     compared = None
     for model in dict.fromkeys([args.model, args.fallback_model]):
         model_dir = build_random_clip(model, work / "models" / model, corpus)
-        first = measure(model, model_dir, data_dir, small, env)
-        rows.append(first)
-        estimated_min = (first["setup_s"] + first["eval_s"] * large / small) / 60
+        for size in sizes[:-1]:
+            rows.append(measure(model, model_dir, data_dir, size, env))
+        first = rows[-1]
+        estimated_min = (first["setup_s"] + first["eval_s"] * large / first["size"]) / 60
         if estimated_min > args.max_minutes:
             rows.append(
                 {"model": model, "size": large, "skipped": True, "estimated_min": estimated_min}
