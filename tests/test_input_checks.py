@@ -8,7 +8,7 @@ import torch
 from hf_tbar import BackdoorUnlearner, BadNets, TaskSpec
 from hf_tbar.data.pixels import validate_labels, validate_pixels
 from hf_tbar.errors import DataError
-from hf_tbar.tbar.unlearner import make_unlearning_set
+from hf_tbar.tbar.unlearning_set import make_unlearning_set
 
 TASK = TaskSpec(classnames=("zero", "one", "two"), templates=("a photo of {}.",))
 

@@ -2,6 +2,7 @@
 its cost, reuses the text head, the backdoored model's predictions and the decoded, triggered images."""
 
 import random
+import time
 
 import pytest
 import torch
@@ -126,7 +127,19 @@ def test_read_ahead_keeps_order_raises_where_the_error_was_and_stops_early():
     for item in read_ahead(endless(), depth=2):
         if item == 3:
             break
-    assert len(produced) <= 3 + 1 + 2 + 1  # the consumed, the queue, the one in hand
+    assert len(produced) <= 4 + 2  # the consumed, and at most two ahead
+
+    given_back, most_alive = [], []
+
+    def counted():
+        for i in range(30):
+            most_alive.append(i + 1 - len(given_back))  # this one and every one not given back
+            yield i
+
+    for item in read_ahead(counted(), depth=1):
+        time.sleep(0.002)
+        given_back.append(item)
+    assert max(most_alive) <= 2, "double buffering: the item in hand and one ahead"
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hf_tbar import BackdoorUnlearner, BadNets, TaskSpec, TaskVector, TBARConfig
-from hf_tbar.tbar.unlearner import make_unlearning_set
+from hf_tbar.tbar.unlearning_set import make_unlearning_set
 
 TASK = TaskSpec(("zero", "one", "two"), ("a photo of {}.", "the number {}."))
 

@@ -26,11 +26,12 @@ from .models import (
     save_clip,
 )
 from .reporting.schema import TBARReport
+from .results import UnlearningResult
 from .scale_search import ScaleSearchConfig
 from .scenarios.embedded import embedded_scenario
 from .task_vector import TaskVector
 from .tbar.config import TBARConfig
-from .tbar.unlearner import BackdoorUnlearner, UnlearningResult
+from .tbar.unlearner import BackdoorUnlearner
 from .tbar.variants import register_variant
 from .version import __version__ as __version__
 

@@ -37,11 +37,13 @@ from .hub.gate import DEFAULT_MAX_ASR, DEFAULT_MIN_CA_RETENTION, GateArguments
 from .io import check_output_dir, refuse_overlap
 from .models.arguments import ModelArguments
 from .models.loading import load_model
+from .results import UnlearningResult
 from .scale_search import ScaleSearchConfig
 from .scenarios.captioned import captioned_scenario
 from .scenarios.embedded import embedded_scenario
 from .tbar.config import TBARConfig
-from .tbar.unlearner import AUTO_TRIGGER, BackdoorUnlearner, UnlearningResult
+from .tbar.stages import AUTO_TRIGGER
+from .tbar.unlearner import BackdoorUnlearner
 
 logger = logging.getLogger(__name__)
 

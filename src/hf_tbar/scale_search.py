@@ -24,6 +24,7 @@ the data show that it loses too much.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -117,6 +118,15 @@ class ScaleSearchConfig:
             "help": "Fewest clean images in the screen; a validation set under twice this is searched in full."
         },
     )
+    screen_confidence: float = field(
+        default=0.99,
+        metadata={
+            "help": "Two-sided level of the Wilson intervals the halving screen prunes with: a candidate is "
+            "dropped there only when its few images show, at this level, that it fails the constraints or "
+            "leaves more ASR than the best (a wrongly dropped candidate changes the choice; a kept one costs "
+            "one completion at most)."
+        },
+    )
     finalists: int = field(
         default=2,
         metadata={
@@ -147,6 +157,8 @@ class ScaleSearchConfig:
             raise ConfigError(f"screen_fraction must be in (0, 1), got {self.screen_fraction}")
         if self.min_screen_images < 1:
             raise ConfigError(f"min_screen_images must be >= 1, got {self.min_screen_images}")
+        if not 0 < self.screen_confidence < 1:
+            raise ConfigError(f"screen_confidence must be in (0, 1), got {self.screen_confidence}")
         if self.finalists < 1:
             raise ConfigError(f"finalists must be >= 1, got {self.finalists}")
 
@@ -401,9 +413,9 @@ def search_scale_by_parts(
     """The ``"halving"`` strategy: screen every candidate of the walk on part 0 of the validation images, then
     complete only the survivors on part 1.
 
-    A screened candidate survives when it qualifies on the screen's confidence bounds and its ASR's lower Wilson
-    bound is not above the best qualifying candidate's upper bound plus ``asr_tolerance`` (it may still be the
-    best). Survivors are completed best first (then, while none qualifies on the whole set, the dominated
+    A screened candidate survives when it qualifies on the screen's confidence bounds (at ``screen_confidence``)
+    and its ASR's lower Wilson bound is not above the best qualifying candidate's upper bound plus
+    ``asr_tolerance`` (it may still be the best). Survivors are completed best first (then, while none qualifies on the whole set, the dominated
     ones); completion stops once one qualifies on the whole set and either ``finalists`` were completed or no
     candidate left could tie with it. The choice is then made among completed candidates only, by the rule of
     :func:`search_scale`.
@@ -411,7 +423,7 @@ def search_scale_by_parts(
     Args:
         evaluate: ``(scale, part) -> Counts`` of ``theta_b - scale * tau`` on part 0 (the screen, stratified by
             class) or part 1 (every other validation image). Never called with scale 0.
-        baseline: The backdoored model's counts: clean (and target-class) counts over the whole set set the
+        baseline: The backdoored model's counts: clean (and target-class) counts over the whole set give the
             reference accuracies; its triggered counts are only reported.
         config: Constraints and budget.
 
@@ -426,6 +438,8 @@ def search_scale_by_parts(
     base = baseline.point(0.0)
     base.feasible = True
     constraints = _Constraints(base, config)
+    # the screen prunes only what its few images show at the stricter screen_confidence
+    screening = _Constraints(base, dataclasses.replace(config, confidence=config.screen_confidence))
     screens: dict[float, Counts] = {}
     points: dict[float, SweepPoint] = {0.0: base}
     forwarded = baseline.forwarded
@@ -435,17 +449,16 @@ def search_scale_by_parts(
         if scale not in screens:
             screens[scale] = evaluate(scale, 0)
             points[scale] = screens[scale].point(scale)
-            points[scale].feasible = constraints(points[scale])
+            points[scale].feasible = screening(points[scale])
         return points[scale]
 
     _walk(screened, config, settle=True)
     forwarded += sum(c.forwarded for c in screens.values())
-    level, tolerance = config.confidence, config.asr_tolerance
+    tolerance = config.asr_tolerance
 
     def asr_bounds(p: SweepPoint) -> tuple[float, float]:
-        if level is None:
-            return p.attack_success_rate, p.attack_success_rate
-        return wilson_interval(round(p.attack_success_rate * p.triggered_count), p.triggered_count, level)
+        hits = round(p.attack_success_rate * p.triggered_count)
+        return wilson_interval(hits, p.triggered_count, config.screen_confidence)
 
     qualified = [points[s] for s in screens if points[s].feasible]
     survivors: list[SweepPoint] = []

@@ -17,9 +17,9 @@ from ..pipeline import (
     check_detection_flags,
     split_label,
 )
+from ..results import UnlearningResult
 from ..scale_search import ScaleSearchConfig
 from ..tbar.config import TBARConfig
-from ..tbar.unlearner import UnlearningResult
 
 # The argument dataclasses live with the pipeline (:mod:`hf_tbar.pipeline`); their CLI names stay importable here.
 __all__ = [

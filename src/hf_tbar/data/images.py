@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from queue import Empty, Full, Queue
+from queue import Queue
 
 import numpy as np
 import torch
@@ -236,51 +236,49 @@ class _Failure:
 _DONE = object()
 
 
-def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
-    """``items`` in order, produced up to ``depth`` ahead by a background thread.
+def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
+    """``items`` in order, each produced by a background thread while the consumer works on the one before.
 
     Decoding and resizing images (PIL, NumPy) and the forward pass (torch) release the GIL for most of their
-    work, so the next batch is decoded while the model runs on this one. An error raised while producing an
-    item is raised here, in the consumer, at that item; stopping early (``break``, an exception) stops the
-    producer after the item it is working on.
+    work, so the next batch is decoded while the model runs on this one. At most ``depth`` items are produced
+    ahead of the one the consumer holds (double buffering at 1): the producer starts an item only once the
+    consumer has asked for the one after the item ``depth + 1`` places before it, so at most ``depth + 1``
+    items are alive whatever their number. An error raised while producing an item is raised here, in the consumer, at
+    that item; stopping early (``break``, an exception) stops the producer after the item it is working on.
     """
-    queue: Queue = Queue(maxsize=depth)
+    queue: Queue = Queue()
+    slots = threading.Semaphore(depth + 1)  # the item in the consumer's hands, and those ahead of it
     stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                queue.put(item, timeout=0.05)
-                return True
-            except Full:
-                continue
-        return False
 
     def produce() -> None:
         try:
-            for item in items:
-                if not put(item):
+            while True:
+                while not slots.acquire(timeout=0.05):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
                     return
+                try:
+                    item = next(items)
+                except StopIteration:
+                    queue.put(_DONE)
+                    return
+                queue.put(item)
         except BaseException as error:  # handed to the consumer, which raises it
-            put(_Failure(error))
-            return
-        put(_DONE)
+            queue.put(_Failure(error))
 
     thread = threading.Thread(target=produce, name="hf_tbar-read-ahead", daemon=True)
     thread.start()
     try:
         while True:
-            try:
-                item = queue.get(timeout=0.05)
-            except Empty:
-                if not thread.is_alive() and queue.empty():
-                    return
-                continue
+            item = queue.get()
             if item is _DONE:
                 return
             if isinstance(item, _Failure):
                 raise item.error
             yield item
+            del item  # given back: the producer may start the next one
+            slots.release()
     finally:
         stop.set()
         thread.join()

@@ -18,10 +18,12 @@ from transformers import CLIPModel
 from ..attacks.base import Trigger
 from ..data.images import ImageSet
 from ..detection import DecreeConfig, DetectionConfig, ScanVerdict
+from ..results import NoBackdoorDetectedError
 from ..scale_search import ScaleSearchConfig
 from ..tbar.config import TBARConfig
 from ..tbar.objectives import ClassificationObjective, FitContext, FitRows
-from ..tbar.unlearner import AUTO_TRIGGER, BackdoorUnlearner, NoBackdoorDetectedError
+from ..tbar.stages import AUTO_TRIGGER
+from ..tbar.unlearner import BackdoorUnlearner
 from .base import DefenseConfig, DefenseData, DefenseResult, register_defense
 
 logger = logging.getLogger(__name__)

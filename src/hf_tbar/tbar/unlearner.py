@@ -20,7 +20,7 @@ from ..io import refuse_overlap
 from ..reporting.adapter_folder import save_adapter_folder
 from ..reporting.publishing import push_result
 from ..reporting.report import save_sanitized
-from ..results import NoBackdoorDetectedError, UnlearningResult
+from ..results import UnlearningResult
 from ..scale_search import ScaleSearchConfig
 from ..task_vector import TaskVector
 from ..zeroshot import ZeroShotClassifier
@@ -30,12 +30,10 @@ from .fitter import FitLog, VectorFitter
 from .inputs import ImageReader, Images, load_subject
 from .measuring import detect_backdoor, select_scale, validation_set
 from .objectives import FitContext, FitObjective
-from .stages import AUTO_TRIGGER, timed
-from .unlearning_set import make_unlearning_set
+from .stages import timed
 from .variants import negate
 
-__all__ = ["AUTO_TRIGGER", "BackdoorUnlearner", "NoBackdoorDetectedError", "ScanVerdict", "UnlearningResult"]
-__all__ += ["make_unlearning_set"]
+__all__ = ["BackdoorUnlearner"]
 
 
 class BackdoorUnlearner:

@@ -88,8 +88,11 @@ class ValidationSet:
         else:
             self.parts = [torch.arange(count)]
         self.cache_bytes = cache_bytes
-        self._image_bytes = 3 * 4 * (image_size[0] * image_size[1] if image_size else 0)
         self._pixels: torch.Tensor | None = images.pixels if isinstance(images, TensorImages) else None
+        if self._pixels is not None:
+            self._image_bytes = self._pixels[0].numel() * self._pixels.element_size()
+        else:
+            self._image_bytes = 3 * 4 * (image_size[0] * image_size[1] if image_size else 0)
         self._baseline: torch.Tensor | None = None  # the backdoored model's clean predictions (N,)
         self.trigger: Trigger | None = None
         self.target: int | None = None
