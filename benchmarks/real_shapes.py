@@ -64,7 +64,7 @@ TARGET = 0
 WALL_TARGET_S = {"b32": 600.0}
 RSS_TARGET_BYTES = {("l14", "lora"): 8e9}
 #: Wall seconds of the rows of results/real_shapes_b32.json at commit 9e7408a (before the halving search, the
-#: decode-once validation set and read-ahead): issue #25's target is half of them.
+#: decode-once validation set): issue #25's target is half of them.
 HALF_OF_S = {("b32", "full"): 238.0, ("b32", "lora"): 201.0}
 
 

@@ -2,14 +2,13 @@
 its cost, reuses the text head, the backdoored model's predictions and the decoded, triggered images."""
 
 import random
-import time
 
 import pytest
 import torch
 from datasets import Dataset
 from PIL import Image
 
-from hf_tbar.data.images import DatasetImages, TensorImages, read_ahead
+from hf_tbar.data.images import DatasetImages, TensorImages
 from hf_tbar.models.loading import load_model
 from hf_tbar.scale_search import Counts, ScaleSearchConfig, search_scale, search_scale_by_parts
 from hf_tbar.task_vector import TaskVector
@@ -102,44 +101,6 @@ def test_the_screen_is_stratified_seeded_and_leaves_every_class_in_the_rest():
     per_class = torch.bincount(labels[screen], minlength=10)
     assert per_class.min() >= 6 and per_class.max() <= 7 and len(screen) >= 64
     assert not torch.equal(screen, screen_indices(labels, 0.125, 64, seed=4))
-
-
-def test_read_ahead_keeps_order_raises_where_the_error_was_and_stops_early():
-    assert list(read_ahead(iter(range(50)))) == list(range(50))
-
-    def failing():
-        yield 1
-        yield 2
-        raise ValueError("image 3 is truncated")
-
-    seen = []
-    with pytest.raises(ValueError, match="image 3"):
-        for item in read_ahead(failing()):
-            seen.append(item)
-    assert seen == [1, 2]
-    produced = []
-
-    def endless():
-        for i in range(10_000):
-            produced.append(i)
-            yield i
-
-    for item in read_ahead(endless(), depth=2):
-        if item == 3:
-            break
-    assert len(produced) <= 4 + 2  # the consumed, and at most two ahead
-
-    given_back, most_alive = [], []
-
-    def counted():
-        for i in range(30):
-            most_alive.append(i + 1 - len(given_back))  # this one and every one not given back
-            yield i
-
-    for item in read_ahead(counted(), depth=1):
-        time.sleep(0.002)
-        given_back.append(item)
-    assert max(most_alive) <= 2, "double buffering: the item in hand and one ahead"
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,7 @@ set) into one.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
-from queue import Queue
 
 import numpy as np
 import torch
@@ -208,11 +206,6 @@ class DatasetImages(ImageSet):
             seed=seed,
         )
 
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        """``(pixels, labels)`` batches in order, decoded ahead by a background thread (see :func:`read_ahead`)
-        so that decoding overlaps the model's forward pass on the previous batch."""
-        yield from read_ahead(iter(self.loader(batch_size)))
-
     def select(self, indices: Sequence[int]) -> DatasetImages:
         subset = DatasetImages(
             self.dataset.select(list(indices)),
@@ -226,62 +219,6 @@ class DatasetImages(ImageSet):
         if self._labels is not None:
             subset._labels = self._labels[torch.as_tensor(list(indices), dtype=torch.long)]
         return subset
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-_DONE = object()
-
-
-def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
-    """``items`` in order, each produced by a background thread while the consumer works on the one before.
-
-    Decoding and resizing images (PIL, NumPy) and the forward pass (torch) release the GIL for most of their
-    work, so the next batch is decoded while the model runs on this one. At most ``depth`` items are produced
-    ahead of the one the consumer holds (double buffering at 1): the producer starts an item only once the
-    consumer has asked for the one after the item ``depth + 1`` places before it, so at most ``depth + 1``
-    items are alive whatever their number. An error raised while producing an item is raised here, in the consumer, at
-    that item; stopping early (``break``, an exception) stops the producer after the item it is working on.
-    """
-    queue: Queue = Queue()
-    slots = threading.Semaphore(depth + 1)  # the item in the consumer's hands, and those ahead of it
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            while True:
-                while not slots.acquire(timeout=0.05):
-                    if stop.is_set():
-                        return
-                if stop.is_set():
-                    return
-                try:
-                    item = next(items)
-                except StopIteration:
-                    queue.put(_DONE)
-                    return
-                queue.put(item)
-        except BaseException as error:  # handed to the consumer, which raises it
-            queue.put(_Failure(error))
-
-    thread = threading.Thread(target=produce, name="hf_tbar-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-            del item  # given back: the producer may start the next one
-            slots.release()
-    finally:
-        stop.set()
-        thread.join()
 
 
 def as_image_set(
