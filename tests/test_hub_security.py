@@ -290,6 +290,8 @@ def _fake_result() -> SimpleNamespace:
             sweep=[],
             config=SimpleNamespace(ca_threshold=0.95, target_threshold=0.8, max_scale=3.0),
             evaluations=3,
+            strategy="halving",
+            cost=1.5,
         ),
         before=metrics,
         after=metrics,
