@@ -39,7 +39,7 @@ def sampled(scale, images, seed):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_halving_chooses_within_one_grid_step_of_the_exhaustive_search_at_under_3_evaluations(seed):
+def test_halving_chooses_within_one_grid_step_of_the_exhaustive_search_for_less(seed):
     total, screen = 800, 100
     config = ScaleSearchConfig()
     parts = {}
@@ -69,7 +69,11 @@ def test_halving_chooses_within_one_grid_step_of_the_exhaustive_search_at_under_
     step = config.max_scale / (config.grid_points - 1)
     assert abs(halving.scale - exhaustive.scale) <= step + 1e-9
     assert halving.strategy == "halving" and exhaustive.strategy == "full"
-    assert halving.cost <= 3.0 < exhaustive.cost
+    assert halving.cost < exhaustive.cost
+    if (
+        halving.best.attack_success_rate <= config.asr_tolerance
+    ):  # else the boundary is bisected on every image
+        assert halving.cost <= 3.0
     # the cost is the images forwarded over those of one whole evaluation
     forwarded = sum(c.forwarded for scale in parts for c in parts[scale].values())
     assert halving.cost == pytest.approx(
@@ -175,3 +179,26 @@ def test_verification_reuses_the_validation_set_and_agrees_with_a_fresh_evaluati
     assert [r.to_dict() for r in reused] == [r.to_dict() for r in fresh]
     before, after = reused
     assert before.attack_success_rate > 0.9 and after.attack_success_rate < 0.05
+
+
+def test_when_asr_is_still_falling_at_the_boundary_halving_bisects_it_on_every_image():
+    """Plain negation: ASR falls all the way to where clean accuracy gives out, so the boundary decides. The
+    screen flatters (its images hold out to 1.6); the rest give out at 1.3."""
+
+    def counts(scale, n, boundary=1.3):
+        ca = 0.96 if scale <= boundary else 0.5
+        asr = max(0.0, 0.9 - 0.6 * scale)
+        return Counts(n, round(ca * n), n, round(asr * n), None, None, 2 * n)
+
+    def whole(scale):
+        p = (counts(scale, 100, 1.6) + counts(scale, 700)).point(scale)
+        return p.clean_accuracy, p.attack_success_rate, None, p.clean_count, p.triggered_count, None
+
+    config = ScaleSearchConfig(target_threshold=None, confidence=None)
+    full = search_scale(whole, config)
+    halving = search_scale_by_parts(
+        lambda s, part: counts(s, 100, 1.6) if part == 0 else counts(s, 700), counts(0.0, 800), config
+    )
+    assert 1.2 <= full.scale <= 1.3
+    assert halving.scale == pytest.approx(full.scale, abs=config.max_scale / 6 / 2**config.bisection_steps)
+    assert halving.best.clean_count == 800 and halving.cost < full.cost

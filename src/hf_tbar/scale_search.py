@@ -417,7 +417,9 @@ def search_scale_by_parts(
     and its ASR's lower Wilson bound is not above the best qualifying candidate's upper bound plus
     ``asr_tolerance`` (it may still be the best). Survivors are completed best first (then, while none qualifies on the whole set, the dominated
     ones); completion stops once one qualifies on the whole set and either ``finalists`` were completed or no
-    candidate left could tie with it. The choice is then made among completed candidates only, by the rule of
+    candidate left could tie with it. When the best completed candidate still leaves more ASR than
+    ``asr_tolerance`` and a larger candidate is known to fail, the boundary between them is bisected on every image
+    (``bisection_steps`` completions), as the full search bisects. The choice is then made among completed candidates only, by the rule of
     :func:`search_scale`.
 
     Args:
@@ -468,6 +470,19 @@ def search_scale_by_parts(
     # when no survivor qualifies on the whole set, the dominated candidates follow, best first
     dominated = [p for p in qualified if p not in survivors]
     completed: dict[float, SweepPoint] = {}
+
+    def complete(scale: float) -> SweepPoint:
+        """``scale`` judged on every image (screened first when it is new)."""
+        nonlocal forwarded
+        if scale not in screens:
+            screens[scale] = evaluate(scale, 0)
+            forwarded += screens[scale].forwarded
+        rest = evaluate(scale, 1)
+        forwarded += rest.forwarded
+        completed[scale] = points[scale] = (screens[scale] + rest).point(scale)
+        points[scale].feasible = constraints(points[scale])
+        return points[scale]
+
     for candidate in _ranked(survivors, tolerance) + _ranked(dominated, tolerance):
         passed = [p for p in completed.values() if p.feasible]
         if passed:
@@ -477,15 +492,26 @@ def search_scale_by_parts(
                 or asr_bounds(candidate)[0] > leader.attack_success_rate + tolerance
             ):
                 break
-        rest = evaluate(candidate.scale, 1)
-        forwarded += rest.forwarded
-        whole = screens[candidate.scale] + rest
-        completed[candidate.scale] = points[candidate.scale] = whole.point(candidate.scale)
-        points[candidate.scale].feasible = constraints(points[candidate.scale])
+        complete(candidate.scale)
+    feasible = [p for p in completed.values() if p.feasible]
+    if feasible:
+        # While the chosen scale still leaves ASR, the boundary above it decides: bisect on every image between it
+        # and the nearest larger candidate known to fail (on every image, or clearly on the screen), as the full
+        # search bisects.
+        best = _choose(feasible, tolerance)
+        above = [s for s, p in points.items() if s > best.scale and not p.feasible]
+        if best.attack_success_rate > tolerance and above:
+            lo, hi = best.scale, min(above)
+            for _ in range(config.bisection_steps):
+                mid = round((lo + hi) / 2, 6)
+                if complete(mid).feasible:
+                    lo = mid
+                else:
+                    hi = mid
+            feasible = [p for p in completed.values() if p.feasible]
     for scale in screens.keys() - completed.keys():
         points[scale].screened = True  # judged on the screen only: never chosen
     sweep = sorted(points.values(), key=lambda p: p.scale)
-    feasible = [p for p in completed.values() if p.feasible]
     if not feasible:
         raise constraints.refusal(sweep)
     best = _choose(feasible, tolerance)
