@@ -51,15 +51,8 @@ def test_halving_chooses_within_one_grid_step_of_the_exhaustive_search_for_less(
         return parts[scale][part]
 
     def whole(scale):
-        c = sampled(scale, screen, (seed, 0)) + sampled(scale, total - screen, (seed, 1))
-        p = c.point(scale)
-        return (
-            p.clean_accuracy,
-            p.attack_success_rate,
-            p.target_class_accuracy,
-            c.clean,
-            c.triggered,
-            c.target,
+        return (sampled(scale, screen, (seed, 0)) + sampled(scale, total - screen, (seed, 1))).measurement(
+            scale
         )
 
     exhaustive = search_scale(whole, config)
@@ -191,8 +184,7 @@ def test_when_asr_is_still_falling_at_the_boundary_halving_bisects_it_on_every_i
         return Counts(n, round(ca * n), n, round(asr * n), None, None, 2 * n)
 
     def whole(scale):
-        p = (counts(scale, 100, 1.6) + counts(scale, 700)).point(scale)
-        return p.clean_accuracy, p.attack_success_rate, None, p.clean_count, p.triggered_count, None
+        return (counts(scale, 100, 1.6) + counts(scale, 700)).measurement(scale)
 
     config = ScaleSearchConfig(target_threshold=None, confidence=None)
     full = search_scale(whole, config)

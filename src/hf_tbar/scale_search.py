@@ -24,11 +24,10 @@ the data show that it loses too much.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from .errors import ConfigError, HfTbarError
@@ -263,6 +262,14 @@ class Counts:
             self.forwarded + other.forwarded,
         )
 
+    def measurement(self, scale: float) -> Measurement:
+        """What :func:`search_scale`'s ``evaluate`` returns for these counts: the three shares, then the counts."""
+        p = self.point(scale)
+        return (
+            p.clean_accuracy, p.attack_success_rate, p.target_class_accuracy,
+            p.clean_count, p.triggered_count, p.target_count,
+        )  # fmt: skip
+
     def point(self, scale: float) -> SweepPoint:
         """The sweep point of these counts (shares in [0, 1]; a part without target-class images has target-class
         accuracy ``None`` and count 0, and the target constraint is not judged on it)."""
@@ -441,7 +448,7 @@ def search_scale_by_parts(
     base.feasible = True
     constraints = _Constraints(base, config)
     # the screen prunes only what its few images show at the stricter screen_confidence
-    screening = _Constraints(base, dataclasses.replace(config, confidence=config.screen_confidence))
+    screening = _Constraints(base, replace(config, confidence=config.screen_confidence))
     screens: dict[float, Counts] = {}
     points: dict[float, SweepPoint] = {0.0: base}
     forwarded = baseline.forwarded

@@ -109,15 +109,7 @@ def select_scale(
             else:
                 reweigh(scale)
                 counts = images.counts(scored, 0)
-            p = counts.point(scale)
-            return (
-                p.clean_accuracy,
-                p.attack_success_rate,
-                p.target_class_accuracy,
-                counts.clean,
-                counts.triggered,
-                counts.target,
-            )
+            return counts.measurement(scale)
 
         selection = search_scale(evaluate, search)
         selection.cost = (images.forwarded - start) / (
