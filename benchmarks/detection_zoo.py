@@ -7,8 +7,8 @@ model is trained by its recipe and cached (hf_tbar's cache, keyed by recipe and 
 
 - tuning part: digits, pretraining seed 0 (clean, and the 4 attacks toward class 0), and a clean digits model
   of pretraining seed 2;
-- held-out part: digits of pretraining seed 1 (clean, and the 4 attacks toward class 4: another seed and
-  another target), the captioned world (clean, BadNets, Blended) and the glyph world (clean models of seeds 0
+- held-out part: digits of pretraining seed 1 (clean, and the 4 attacks toward classes 4 and 7: another seed
+  and other targets), the captioned world (clean, BadNets, Blended) and the glyph world (clean models of seeds 0
   and 1, the 4 attacks toward class 0 on seed 0).
 
 Each model is judged by every registered detector on 128 clean validation images (with their labels). The
@@ -34,6 +34,7 @@ import argparse
 import json
 import logging
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,7 @@ def judge(entry: Entry, config: DetectionConfig) -> tuple[dict, ScanVerdict, Bac
     row = {
         "world": entry.world,
         "part": entry.part,
+        "real_trigger_rms": real_trigger_rms(entry),
         "seed": entry.seed,
         "attack": entry.attack,
         "target": entry.target,
@@ -174,6 +176,39 @@ def judge(entry: Entry, config: DetectionConfig) -> tuple[dict, ScanVerdict, Bac
         "found_target": verdict.target,
     }
     return row, verdict, unlearner
+
+
+def real_trigger_rms(entry: Entry, images: int = 128) -> float | None:
+    """RMS in pixel units of what the attack's real trigger adds to clean validation images (``trigger(x) - x``
+    over the first ``images``), the measure the class-perturbation detector minimises; ``None`` for a clean
+    model."""
+    if entry.trigger is None:
+        return None
+    pixels = entry.splits["validation"][0][:images]
+    return float((entry.trigger(pixels).clamp(0, 1) - pixels).pow(2).mean().sqrt())
+
+
+def size_table(rows: list[dict]) -> str:
+    """Per backdoored model: the real trigger's RMS against the smallest universal perturbations the
+    class-perturbation inversion found, toward the target class and toward the median class."""
+    lines = [
+        "| part | world | attack | target | real trigger RMS | inverted RMS toward the target | median over "
+        "classes | smallest (class) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        found = r["findings"].get("class-perturbation")
+        if r["attack"] is None or found is None or not found.get("per_class"):
+            continue
+        sizes = {int(k): v for k, v in found["per_class"].items()}
+        smallest = min(sizes, key=sizes.get)
+        toward = sizes.get(r["target"])
+        lines.append(
+            f"| {r['part']} | {r['world']} | {r['attack']} | {r['target']} | {r['real_trigger_rms']:.3f} | "
+            f"{'-' if toward is None else f'{toward:.3f}'} | {statistics.median(sizes.values()):.3f} | "
+            f"{sizes[smallest]:.3f} ({smallest}) |"
+        )
+    return "\n".join(lines)
 
 
 def score(row: dict, detector: str) -> float:
@@ -403,7 +438,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--held_out_seeds", nargs="*", type=int, default=[1], help="Digits seeds of the held-out part."
     )
-    parser.add_argument("--held_out_targets", nargs="+", type=int, default=[4])
+    parser.add_argument("--held_out_targets", nargs="+", type=int, default=[4, 7])
     parser.add_argument(
         "--extra_clean_seeds",
         nargs="*",
@@ -461,14 +496,16 @@ def main(argv: list[str] | None = None) -> None:
     thresholds = choose_thresholds([r for r in rows if r["part"] == "tuning"], class_detectors)
     detection = detection_table(rows, thresholds)
     attacks = per_attack_table(rows, thresholds)
-    print(detection, attacks, sep="\n\n")
+    sizes = size_table(rows)
+    print(detection, attacks, sizes, sep="\n\n")
     record.table(
         "detection",
         results.table_from_markdown(
             detection,
             notes=f"{args.detection_images} clean validation images per model. Thresholds of the anomaly index "
-            "chosen on the tuning part (digits, pretraining seed 0, and a clean model of seed 2); the held-out "
-            "part is another seed with another target, the captioned world and the glyph world (64 px, its backdoors of "
+            f"chosen on the tuning part (digits, pretraining seeds {args.tuning_seeds} toward classes "
+            f"{args.tuning_targets}, and clean models of seeds {args.extra_clean_seeds}); the held-out part is the "
+            f"digits of seeds {args.held_out_seeds} toward classes {args.held_out_targets}, the captioned world and the glyph world (64 px, its backdoors of "
             "seed 0, clean models of seeds 0 and 1). TPR over backdoored models whose backdoor implanted (real ASR >= 50%); "
             "FPR over clean models; target found: share of flagged models whose class is the attack's target.",
         ),
@@ -478,6 +515,16 @@ def main(argv: list[str] | None = None) -> None:
         results.table_from_markdown(
             attacks,
             notes="Combined verdict per attack and world, and on every clean model (a flag is a false positive).",
+        ),
+    )
+    record.table(
+        "sizes",
+        results.table_from_markdown(
+            sizes,
+            notes="RMS in [0, 1] pixel units: what the real trigger adds to clean validation images, against the "
+            "smallest universal perturbation the class-perturbation inversion found toward the attack's target, "
+            "toward the median class and toward the easiest class. A size-based detector can single out a class "
+            "only when its trigger is smaller than its peers'.",
         ),
     )
     if removals:

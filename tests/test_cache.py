@@ -35,6 +35,9 @@ def test_a_folder_is_built_once_and_reused_for_the_same_recipe(cache_root):
     recorded = json.loads((first / cache.RECIPE_FILE).read_text())
     assert recorded["recipe"] == {"kind": "t", "steps": 3} and recorded["code"] == cache.code_fingerprint()
     assert recorded["threads"] == cache.BUILD_THREADS
+    # the build's time is recorded beside the recipe, not part of it: the folder is still reused
+    assert cache.build_seconds(first) == recorded["build_s"] >= 0
+    assert cache.build_seconds(cache_root) is None  # not a cached folder
 
 
 def test_a_folder_whose_record_differs_is_rebuilt(cache_root):

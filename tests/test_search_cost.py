@@ -163,7 +163,12 @@ def test_verification_reuses_the_validation_set_and_agrees_with_a_fresh_evaluati
     pixels, labels = sc.validation
     checked = validation_set(TensorImages(pixels, labels), sc.task.num_classes)
     checked.baseline(classifier)
-    checked.arm(sc.trigger, sc.target)  # as the search leaves it
+    checked.arm(sc.trigger, sc.target)  # as the search leaves it, its baseline counted on the screen
+    checked.baseline_counts(classifier)
+    start = checked.forwarded
+    checked.result(classifier, backdoored=True)
+    # the "before" forwards only the triggered images the baseline did not: those outside the screen
+    assert checked.screened and checked.forwarded - start == len(checked._outside[1])
     sanitized = vector.apply_to(model, -1.0)  # the clean model
     reused = verify_removal(classifier, sanitized, checked, sc.trigger, sc.target, sc.task.num_classes)
     fresh = verify_removal(

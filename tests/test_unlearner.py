@@ -67,17 +67,29 @@ def test_gradient_checkpointing_fits_the_same_vector(micro_clip, mode, monkeypat
 
 
 def test_release_memory_gives_freed_heap_back_on_glibc_and_is_a_no_op_elsewhere(monkeypatch):
-    import ctypes.util
     import platform
 
-    from hf_tbar.memory import release_memory
+    from hf_tbar import memory
 
     if platform.libc_ver()[0] == "glibc":
         chunks = [bytes(4096) + bytes([i % 256]) for i in range(20_000)]  # ~80 MiB of small heap blocks
         del chunks
-        assert release_memory() is True  # malloc_trim released the freed pages
-    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)  # a C library without malloc_trim
-    assert release_memory() is False
+        assert memory.release_memory() is True  # malloc_trim released the freed pages
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: None)  # a C library without malloc_trim
+    assert memory.release_memory() is False
+    assert memory.trim_heap() is False
+
+
+def test_evaluation_predicts_batch_by_batch_and_trims_the_heap_after_each(monkeypatch, micro_clip):
+    from hf_tbar import evaluation
+
+    classifier = _unlearner(micro_clip).classifier()
+    pixels = torch.rand(10, 3, 32, 32)
+    trims = []
+    monkeypatch.setattr(evaluation, "trim_heap", lambda: trims.append(1) or True)
+    batched = evaluation.predict_batches(classifier, pixels, 4)
+    assert torch.equal(batched, classifier.predict(pixels, 512)) and len(trims) == 3  # 4 + 4 + 2 images
+    assert evaluation.predict_batches(classifier, pixels[:0], 4).shape == (0,)
 
 
 def test_fine_tuning_is_reproducible_for_a_seed(micro_clip):

@@ -12,6 +12,7 @@ from .data.embedded import TaskSpec
 from .data.images import ImageSet, as_image_set
 from .data.pixels import validate_pixels
 from .errors import DataError, ModelAtChanceError
+from .memory import trim_heap
 from .metrics import attack_success_rate, chance_accuracy, clean_accuracy, near_chance, per_class_accuracy
 from .zeroshot import ZeroShotClassifier, build_zero_shot_head
 
@@ -64,6 +65,17 @@ class EvalResult:
 EVAL_BATCH_SIZE = 128
 
 
+def predict_batches(classifier: ZeroShotClassifier, pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Predicted class indices ``(N,)`` of ``pixels`` ``(N, 3, H, W)``, ``batch_size`` images per forward pass,
+    with the freed heap given back after each pass (:func:`~hf_tbar.memory.trim_heap`): the resident memory of
+    a long evaluation then stays at that of one batch instead of drifting up with the number of images."""
+    preds = []
+    for start in range(0, len(pixels), batch_size):
+        preds.append(classifier.predict(pixels[start : start + batch_size], batch_size))
+        trim_heap()
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
 def evaluate_classifier(
     classifier: ZeroShotClassifier,
     pixels: torch.Tensor | ImageSet | Dataset,
@@ -96,12 +108,12 @@ def evaluate_classifier(
     preds, truths, flipped, flipped_truths = [], [], [], []
     for batch, batch_labels in clean.batches(batch_size):
         validate_pixels(batch, "evaluation images")
-        preds.append(classifier.predict(batch, batch_size))
+        preds.append(predict_batches(classifier, batch, batch_size))
         truths.append(batch_labels)
         if stamp:
             keep = batch_labels != int(target)
             if keep.any():
-                flipped.append(classifier.predict(trigger(batch[keep]), batch_size))
+                flipped.append(predict_batches(classifier, trigger(batch[keep]), batch_size))
                 flipped_truths.append(batch_labels[keep])
     preds_all, labels_all = torch.cat(preds), torch.cat(truths)
     result = EvalResult(
@@ -130,7 +142,7 @@ def flip_rate(
     hits = total = 0
     for batch, _ in triggered.batches(batch_size):
         validate_pixels(batch, "poisoned images")
-        hits += int((classifier.predict(batch, batch_size) == int(target)).sum())
+        hits += int((predict_batches(classifier, batch, batch_size) == int(target)).sum())
         total += len(batch)
     if total == 0:
         raise DataError("no poisoned images to measure the attack success rate on")

@@ -22,7 +22,7 @@ from ..attacks.base import Trigger
 from ..data.images import ImageSet, TensorImages
 from ..data.pixels import validate_pixels
 from ..errors import DataError
-from ..evaluation import EVAL_BATCH_SIZE, EvalResult
+from ..evaluation import EVAL_BATCH_SIZE, EvalResult, predict_batches
 from ..metrics import attack_success_rate, clean_accuracy, per_class_accuracy
 from ..scale_search import Counts
 from ..zeroshot import ZeroShotClassifier
@@ -94,6 +94,9 @@ class ValidationSet:
         else:
             self._image_bytes = 3 * 4 * (image_size[0] * image_size[1] if image_size else 0)
         self._baseline: torch.Tensor | None = None  # the backdoored model's clean predictions (N,)
+        self._baseline_triggered: dict[
+            int, torch.Tensor
+        ] = {}  # part -> its triggered predictions, once armed
         self.trigger: Trigger | None = None
         self.target: int | None = None
         self._found: list[ImageSet] | None = None
@@ -137,7 +140,7 @@ class ValidationSet:
 
     def _predict(self, classifier: ZeroShotClassifier, pixels: torch.Tensor) -> torch.Tensor:
         self.forwarded += len(pixels)
-        return classifier.predict(pixels, self.batch_size)
+        return predict_batches(classifier, pixels, self.batch_size)
 
     def _clean_predictions(self, classifier: ZeroShotClassifier, part: int) -> torch.Tensor:
         return torch.cat([self._predict(classifier, px) for px, _ in self._clean_batches(self.parts[part])])
@@ -170,6 +173,7 @@ class ValidationSet:
             DataError: no image outside the target class (with a trigger), or no found image.
         """
         self.trigger, self.target, self._triggered, self._found = trigger, int(target), [], None
+        self._baseline_triggered = {}
         if found is not None:
             if len(found) == 0:
                 raise DataError("no poisoned images to measure the attack success rate on")
@@ -246,20 +250,31 @@ class ValidationSet:
         if self._baseline is None:
             self.baseline(classifier)
         start = self.forwarded
-        triggered = self._triggered_predictions(classifier, 0)
+        triggered = self._backdoored_triggered(classifier, 0)
         everything = torch.arange(len(self))
         return self._counts(self._baseline, everything, triggered, self.forwarded - start)
 
+    def _backdoored_triggered(self, classifier: ZeroShotClassifier, part: int) -> torch.Tensor:
+        """The backdoored model's triggered predictions on ``part``, forwarded once per arming (the search's
+        baseline and the verification's "before" share them)."""
+        if part not in self._baseline_triggered:
+            self._baseline_triggered[part] = self._triggered_predictions(classifier, part)
+        return self._baseline_triggered[part]
+
     def result(self, classifier: ZeroShotClassifier, backdoored: bool = False) -> EvalResult:
-        """CA, ASR, target-class and per-class accuracy of ``classifier`` on every image (``backdoored``: reuse
-        the backdoored model's clean predictions)."""
+        """CA, ASR, target-class and per-class accuracy of ``classifier`` on every image (``backdoored``:
+        ``classifier`` is over the backdoored model, and its clean predictions and the triggered ones already
+        forwarded for the search's baseline are reused)."""
         self._require_armed()
         clean = torch.empty(len(self), dtype=torch.long)
         triggered = []
         for part, index in enumerate(self.parts):
             if not backdoored or self._baseline is None:
                 clean[index] = self._clean_predictions(classifier, part)
-            triggered.append(self._triggered_predictions(classifier, part))
+            if backdoored:
+                triggered.append(self._backdoored_triggered(classifier, part))
+            else:
+                triggered.append(self._triggered_predictions(classifier, part))
         if backdoored and self._baseline is not None:
             clean = self._baseline
         flipped = torch.cat(triggered)

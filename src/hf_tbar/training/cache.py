@@ -22,6 +22,7 @@ import importlib.util
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "BUILD_THREADS",
     "RECIPE_FILE",
     "RECIPE_MODULES",
+    "build_seconds",
     "cached_checkpoint",
     "code_fingerprint",
     "recipe_key",
@@ -128,12 +130,23 @@ def cached_checkpoint(
     logger.info("no cached %s for this recipe; building it in %s (%d threads)", kind, path, BUILD_THREADS)
     threads = torch.get_num_threads()
     torch.set_num_threads(BUILD_THREADS)
+    start = time.perf_counter()
     try:
         build(path)
     finally:
         torch.set_num_threads(threads)
-    (path / RECIPE_FILE).write_text(json.dumps({**expected, "hf_tbar_version": _version()}, indent=2) + "\n")
+    record = {**expected, "hf_tbar_version": _version(), "build_s": round(time.perf_counter() - start, 1)}
+    (path / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def build_seconds(path: str | Path) -> float | None:
+    """Seconds the cached folder ``path`` took to build (recorded by :func:`cached_checkpoint`; a build that
+    trains another cached model first counts that one too), or ``None`` for a folder built before builds were
+    timed or not built by the cache."""
+    recorded = _recorded(Path(path))
+    value = None if recorded is None else recorded.get("build_s")
+    return None if value is None else float(value)
 
 
 def _version() -> str:
