@@ -20,9 +20,11 @@ the real trigger). The chosen thresholds and the rates measured per world are wr
 ``src/hf_tbar/detection/calibrations.json``: the verdicts of ``hf-tbar scan`` call models of these worlds
 calibrated, and no others.
 
-Removal: for every backdoored model, TBAR runs with the verdict's trigger and class and the default
-configuration (``BackdoorUnlearner.unlearn(verdict, ...)``, as ``--trigger auto`` does), and the sanitized
-model is measured on the test split with the attack's *real* trigger.
+Removal: once every model is judged, for every backdoored model, TBAR runs with the trigger and class of its
+verdict judged at the thresholds chosen on the tuning part (the verdict a user of these worlds gets, through
+calibrations.json) and the default configuration (``BackdoorUnlearner.unlearn(verdict, ...)``, as
+``--trigger auto`` does), and the sanitized model is measured on the test split with the attack's *real*
+trigger.
 
     python benchmarks/detection_zoo.py
     python benchmarks/detection_zoo.py --worlds digits --held_out_seeds --no_removal   # a quick look
@@ -31,6 +33,7 @@ model is measured on the test split with the attack's *real* trigger.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -269,6 +272,12 @@ def rates(rows: list[dict], decide, target_of=None) -> dict:
     }
 
 
+def listed(values: list) -> str:
+    """``[4, 7]`` as ``4 and 7`` (``0`` for ``[0]``)."""
+    words = [str(v) for v in values]
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
+
+
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
@@ -336,6 +345,22 @@ def per_attack_table(rows: list[dict], thresholds: dict[str, float]) -> str:
             f"{len(right)} / {len(hits)} |"
         )
     return "\n".join(lines)
+
+
+def recalibrated(verdict: ScanVerdict, thresholds: dict[str, float]) -> ScanVerdict:
+    """``verdict`` with each class-conditional finding judged again at the threshold chosen on the tuning part."""
+    findings = [
+        dataclasses.replace(
+            f,
+            threshold=thresholds[f.detector],
+            threshold_source="self-relative, index threshold chosen on the detection zoo's tuning part",
+            flagged=f.value is not None and f.value > thresholds[f.detector],
+        )
+        if f.detector in thresholds
+        else f
+        for f in verdict.findings
+    ]
+    return dataclasses.replace(verdict, findings=findings)
 
 
 def removal(entry: Entry, verdict: ScanVerdict, unlearner: BackdoorUnlearner) -> dict:
@@ -474,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     # Recalibrate from scratch: the verdicts use the detectors' own defaults, never the calibrations an earlier
     # run wrote (which the zoo is about to replace), so every run is the same.
     config = DetectionConfig(detection_images=args.detection_images, packaged_calibration=False)
-    rows, removals = [], []
+    rows, removals, pending = [], [], []
     for part, build in zoo(args):
         entry = build()
         row, verdict, unlearner = judge(entry, config)
@@ -490,10 +515,17 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         if not args.no_removal and entry.attack is not None:
-            removals.append(removal(entry, verdict, unlearner))
-            print(removal_table(removals[-1:]).splitlines()[-1], flush=True)
+            pending.append((build, verdict))
+        del entry, unlearner  # the removal rebuilds them from the cache: the zoo's images are not all kept
     class_detectors = [name for name in DETECTORS if name.startswith("class-")]
     thresholds = choose_thresholds([r for r in rows if r["part"] == "tuning"], class_detectors)
+    # The removal follows the verdict a user of these worlds gets: the index thresholds chosen on the tuning
+    # part (what calibrations.json ships), not the detectors' uncalibrated defaults the models were judged with.
+    for build, verdict in pending:
+        entry = build()
+        unlearner = BackdoorUnlearner(entry.path, task=entry.task)
+        removals.append(removal(entry, recalibrated(verdict, thresholds), unlearner))
+        print(removal_table(removals[-1:]).splitlines()[-1], flush=True)
     detection = detection_table(rows, thresholds)
     attacks = per_attack_table(rows, thresholds)
     sizes = size_table(rows)
@@ -503,9 +535,10 @@ def main(argv: list[str] | None = None) -> None:
         results.table_from_markdown(
             detection,
             notes=f"{args.detection_images} clean validation images per model. Thresholds of the anomaly index "
-            f"chosen on the tuning part (digits, pretraining seeds {args.tuning_seeds} toward classes "
-            f"{args.tuning_targets}, and clean models of seeds {args.extra_clean_seeds}); the held-out part is the "
-            f"digits of seeds {args.held_out_seeds} toward classes {args.held_out_targets}, the captioned world and the glyph world (64 px, its backdoors of "
+            f"chosen on the tuning part (digits, pretraining seeds {listed(args.tuning_seeds)} toward classes "
+            f"{listed(args.tuning_targets)}, and clean models of seeds {listed(args.extra_clean_seeds)}); the "
+            f"held-out part is the digits of seeds {listed(args.held_out_seeds)} toward classes "
+            f"{listed(args.held_out_targets)}, the captioned world and the glyph world (64 px, its backdoors of "
             "seed 0, clean models of seeds 0 and 1). TPR over backdoored models whose backdoor implanted (real ASR >= 50%); "
             "FPR over clean models; target found: share of flagged models whose class is the attack's target.",
         ),
@@ -534,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
             "removal",
             results.table_from_markdown(
                 table,
-                notes="TBAR with the verdict's trigger and class, default configuration (repair-preserving, "
+                notes="TBAR with the trigger and class of the verdict at the thresholds chosen on the tuning part, default configuration (repair-preserving, "
                 "fine-tuning until the loss plateaus); real ASR and CA retention on the test split.",
             ),
         )

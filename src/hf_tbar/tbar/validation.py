@@ -94,9 +94,8 @@ class ValidationSet:
         else:
             self._image_bytes = 3 * 4 * (image_size[0] * image_size[1] if image_size else 0)
         self._baseline: torch.Tensor | None = None  # the backdoored model's clean predictions (N,)
-        self._baseline_triggered: dict[
-            int, torch.Tensor
-        ] = {}  # part -> its triggered predictions, once armed
+        # the backdoored model's triggered predictions per part, once armed
+        self._baseline_triggered: dict[int, torch.Tensor] = {}
         self.trigger: Trigger | None = None
         self.target: int | None = None
         self._found: list[ImageSet] | None = None
