@@ -479,8 +479,10 @@ def search_scale_by_parts(
     completed: dict[float, SweepPoint] = {}
 
     def complete(scale: float) -> SweepPoint:
-        """``scale`` judged on every image (screened first when it is new)."""
+        """``scale`` judged on every image (screened first when it is new; once only)."""
         nonlocal forwarded
+        if scale in completed:
+            return completed[scale]
         if scale not in screens:
             screens[scale] = evaluate(scale, 0)
             forwarded += screens[scale].forwarded
